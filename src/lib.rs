@@ -1,0 +1,9 @@
+//! dirsync keeps a SaaS vendor's customers and customer users on the
+//! Prismatic integration platform in step with the vendor's own directory.
+//!
+//! See ARCHITECTURE.md for the bird's-eye view and the code map.
+
+pub mod cli;
+pub mod emulator;
+pub mod model;
+pub mod platform;

@@ -1,0 +1,129 @@
+//! The crate's own vocabulary for platform records.
+//!
+//! Everything outside `src/platform/` speaks these types; the GraphQL types
+//! that `graphql_client` generates are converted into them at the platform
+//! boundary and never leak further (ARCHITECTURE.md, invariant 7).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An opaque platform id (a Relay global id such as base64 of `Customer:<uuid>`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlatformId(pub String);
+
+impl PlatformId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PlatformId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PlatformId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlatformId({})", self.0)
+    }
+}
+
+impl From<&str> for PlatformId {
+    fn from(s: &str) -> Self {
+        PlatformId(s.to_owned())
+    }
+}
+
+/// A customer user role as the platform lists it in `customerRoles`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub id: PlatformId,
+    pub name: String,
+}
+
+/// A customer (tenant) as read from the platform.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformCustomer {
+    pub id: PlatformId,
+    pub external_id: Option<String>,
+    pub name: String,
+    pub description: String,
+    /// As stored (the platform lowercases labels); `[]` when the platform sends null.
+    pub labels: Vec<String>,
+}
+
+/// A customer user as read from the platform.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformUser {
+    pub id: PlatformId,
+    pub external_id: Option<String>,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub role: Role,
+    pub customer_id: PlatformId,
+    /// The owning customer's externalId, when it has one.
+    pub customer_external_id: Option<String>,
+}
+
+/// The token's own user, as `authenticatedUser` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticatedUser {
+    pub id: PlatformId,
+    pub email: String,
+    pub name: String,
+    /// Set when the token belongs to a customer user rather than an organization user.
+    pub customer_id: Option<PlatformId>,
+}
+
+/// The platform's view: the actual state that a plan starts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every non-system customer, managed or not.
+    pub customers: Vec<PlatformCustomer>,
+    /// Every customer user (never organization users, never embedded marketplace users).
+    pub users: Vec<PlatformUser>,
+    pub roles: Vec<Role>,
+}
+
+/// Fields for `createCustomer`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCustomer {
+    pub name: String,
+    pub description: Option<String>,
+    pub external_id: Option<String>,
+    pub labels: Option<Vec<String>>,
+}
+
+/// Fields for `updateCustomer`: `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub external_id: Option<String>,
+    pub labels: Option<Vec<String>>,
+}
+
+/// Fields for `createCustomerUser`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCustomerUser {
+    pub customer_id: PlatformId,
+    pub email: String,
+    pub role_id: PlatformId,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// Fields for `updateUser`: `None` leaves a field as it is. The platform has
+/// no way to change a user's email or customer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub role_id: Option<PlatformId>,
+    pub external_id: Option<String>,
+}

@@ -1,0 +1,362 @@
+//! Where the access token comes from: a static token (file or environment
+//! variable), or the platform's refresh-token flow (`/auth/meta`, then
+//! `/oauth/token`), refreshed ahead of expiry with one refresh in flight.
+//!
+//! Tokens live in `SecretString`s: their `Debug` is redacted and they are
+//! exposed only where the `Authorization` header or the token form is built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use url::Url;
+
+/// Environment variables read, in this order, when no token source is configured.
+pub const ENV_API_KEY: &str = "PRISMATIC_API_KEY";
+pub const ENV_ACCESS_TOKEN: &str = "PRISM_ACCESS_TOKEN";
+pub const ENV_REFRESH_TOKEN: &str = "PRISM_REFRESH_TOKEN";
+
+/// Refresh when fewer than this much of the access token's life remains
+/// (what the platform's own CLI does).
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Where one secret is kept. Never the secret inline in a config file.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file whose content (surrounding white space trimmed) is the secret.
+    File(PathBuf),
+    /// A secret already in memory (tests, or a value read by the caller).
+    Value(SecretString),
+}
+
+impl SecretSource {
+    /// Reads the secret now. An empty secret is an error.
+    pub fn read(&self) -> Result<SecretString, AuthError> {
+        let raw = match self {
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| AuthError::MissingEnv { var: var.clone() })?
+            }
+            SecretSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|source| AuthError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            SecretSource::Value(v) => v.expose_secret().to_owned(),
+        };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(AuthError::Empty {
+                from: self.describe(),
+            });
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
+    /// Where the secret comes from, for messages (never the secret itself).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(var) => format!("environment variable {var}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Value(_) => "the value given".to_owned(),
+        }
+    }
+}
+
+/// How dirsync authenticates to the platform.
+#[derive(Clone, Debug)]
+pub enum AuthMethod {
+    /// A long-lived access token (an API key).
+    StaticToken(SecretSource),
+    /// A refresh token exchanged for short-lived access tokens.
+    RefreshToken {
+        refresh_token: SecretSource,
+        /// Sent as `tenant_id` when set.
+        tenant_id: Option<String>,
+        /// Refresh when fewer than this remains of the access token's life.
+        refresh_margin: Duration,
+    },
+}
+
+impl AuthMethod {
+    /// The default when nothing is configured: the first of
+    /// `PRISMATIC_API_KEY`, `PRISM_ACCESS_TOKEN` (static) and
+    /// `PRISM_REFRESH_TOKEN` (refresh flow) that is set.
+    pub fn from_environment() -> Result<AuthMethod, AuthError> {
+        for var in [ENV_API_KEY, ENV_ACCESS_TOKEN] {
+            if std::env::var_os(var).is_some() {
+                return Ok(AuthMethod::StaticToken(SecretSource::Env(var.to_owned())));
+            }
+        }
+        if std::env::var_os(ENV_REFRESH_TOKEN).is_some() {
+            return Ok(AuthMethod::RefreshToken {
+                refresh_token: SecretSource::Env(ENV_REFRESH_TOKEN.to_owned()),
+                tenant_id: None,
+                refresh_margin: DEFAULT_REFRESH_MARGIN,
+            });
+        }
+        Err(AuthError::NoToken)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token configured: set {ENV_API_KEY}, {ENV_ACCESS_TOKEN} or {ENV_REFRESH_TOKEN}, or name a token file")]
+    NoToken,
+    #[error("environment variable {var} is not set")]
+    MissingEnv { var: String },
+    #[error("cannot read the token from {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token from {from} is empty")]
+    Empty { from: String },
+    #[error("cannot read the platform's auth settings from {url}: {detail}")]
+    Meta { url: String, detail: String },
+    #[error("refreshing the access token at {url} failed: {detail}")]
+    Refresh { url: String, detail: String },
+}
+
+/// A token and the instant after which it must not be used without refreshing.
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Option<Instant>,
+}
+
+/// Hands out a valid bearer token for each request.
+pub struct TokenProvider {
+    method: AuthMethod,
+    base_url: Url,
+    http: reqwest::Client,
+    /// Held across a refresh, so concurrent requests wait for the one refresh
+    /// in flight instead of starting their own.
+    cached: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("method", &self.method)
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthMeta {
+    domain: String,
+    #[serde(rename = "clientId")]
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl TokenProvider {
+    pub fn new(method: AuthMethod, base_url: Url, http: reqwest::Client) -> TokenProvider {
+        TokenProvider {
+            method,
+            base_url,
+            http,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// A token valid for at least the refresh margin (static tokens are
+    /// read once and kept).
+    pub async fn bearer(&self) -> Result<SecretString, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if c.refresh_at.is_none_or(|at| Instant::now() < at) {
+                return Ok(c.token.clone());
+            }
+        }
+        let fresh = match &self.method {
+            AuthMethod::StaticToken(source) => CachedToken {
+                token: source.read()?,
+                refresh_at: None,
+            },
+            AuthMethod::RefreshToken {
+                refresh_token,
+                tenant_id,
+                refresh_margin,
+            } => {
+                self.refresh(refresh_token, tenant_id.as_deref(), *refresh_margin)
+                    .await?
+            }
+        };
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    async fn refresh(
+        &self,
+        refresh_token: &SecretSource,
+        tenant_id: Option<&str>,
+        margin: Duration,
+    ) -> Result<CachedToken, AuthError> {
+        let refresh_token = refresh_token.read()?;
+        let meta_url = self
+            .base_url
+            .join("auth/meta")
+            .map_err(|e| AuthError::Meta {
+                url: self.base_url.to_string(),
+                detail: e.to_string(),
+            })?;
+        let meta_err = |detail: String| AuthError::Meta {
+            url: meta_url.to_string(),
+            detail,
+        };
+        let response = self
+            .http
+            .get(meta_url.clone())
+            .send()
+            .await
+            .map_err(|e| meta_err(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(meta_err(format!("HTTP {}", response.status().as_u16())));
+        }
+        let meta: AuthMeta = response
+            .json()
+            .await
+            .map_err(|e| meta_err(e.to_string()))?;
+
+        // The token endpoint is always HTTPS: the refresh token must not
+        // cross the network in clear.
+        let token_url = format!("https://{}/oauth/token", meta.domain.trim_end_matches('/'));
+        let refresh_err = |detail: String| AuthError::Refresh {
+            url: token_url.clone(),
+            detail,
+        };
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", meta.client_id.as_str()),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
+        if let Some(tenant) = tenant_id {
+            form.push(("tenant_id", tenant));
+        }
+        let response = self
+            .http
+            .post(&token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| refresh_err(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            // Only the OAuth error code and description: never echo the body,
+            // which a misbehaving server could fill with the request.
+            let detail = match response.json::<OAuthErrorBody>().await {
+                Ok(OAuthErrorBody {
+                    error: Some(code),
+                    error_description,
+                }) => format!(
+                    "HTTP {}: {code}{}",
+                    status.as_u16(),
+                    error_description
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ),
+                _ => format!("HTTP {}", status.as_u16()),
+            };
+            return Err(refresh_err(detail));
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| refresh_err(format!("invalid token response: {}", e.without_url())))?;
+        let lifetime = body
+            .expires_in
+            .map(Duration::from_secs)
+            .or_else(|| jwt_lifetime(&body.access_token));
+        let now = Instant::now();
+        let refresh_at = match lifetime {
+            Some(life) => now + life.saturating_sub(margin),
+            // Neither expires_in nor a readable exp: refresh on every use
+            // rather than risk sending an expired token.
+            None => now,
+        };
+        tracing::info!(
+            expires_in_s = lifetime.map(|d| d.as_secs()),
+            "Access token refreshed."
+        );
+        Ok(CachedToken {
+            token: SecretString::from(body.access_token),
+            refresh_at: Some(refresh_at),
+        })
+    }
+}
+
+/// The remaining life of a JWT, read from its `exp` claim (not verified:
+/// the platform verifies it; we only need to know when to refresh).
+pub fn jwt_lifetime(token: &str) -> Option<Duration> {
+    #[derive(Deserialize)]
+    struct Claims {
+        exp: u64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(claims.exp.saturating_sub(now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_exp_gives_the_remaining_life() {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{{\"exp\":{exp},\"sub\":\"x\"}}"));
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
+        let life = jwt_lifetime(&token).unwrap();
+        assert!(life <= Duration::from_secs(600) && life >= Duration::from_secs(590));
+        assert_eq!(jwt_lifetime("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn a_secret_source_never_shows_its_value() {
+        let source = SecretSource::Value(SecretString::from("canary-123".to_owned()));
+        assert!(!format!("{source:?}").contains("canary-123"));
+        assert!(!source.describe().contains("canary-123"));
+    }
+
+    #[test]
+    fn an_empty_token_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  \n").unwrap();
+        let err = SecretSource::File(path.clone()).read().unwrap_err();
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+}

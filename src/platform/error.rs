@@ -1,0 +1,171 @@
+//! The platform boundary's error type, and the one place that decides what
+//! is worth retrying.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::auth::AuthError;
+
+/// One entry of a mutation payload's `errors` list (`ErrorType`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// The input field at fault, or `__all__` for errors not tied to one field.
+    pub field: String,
+    pub messages: Vec<String>,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.messages.join("; "))
+    }
+}
+
+struct Joined<'a, T>(&'a [T], &'a str);
+
+impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            item.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong talking to the platform.
+///
+/// Messages name the operation (`ListCustomers`, `createCustomer`, ...) and
+/// never contain a token: requests are built from secrets, errors are built
+/// from operation names, statuses and the platform's own messages.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{operation}: cannot connect to the platform at {url}: {source}")]
+    Connect {
+        operation: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{operation}: the platform did not answer within {timeout:?}")]
+    Timeout {
+        operation: &'static str,
+        timeout: Duration,
+    },
+    #[error("{operation}: the platform is throttling requests (HTTP 429{})", retry_after_text(.retry_after))]
+    Throttled {
+        operation: &'static str,
+        retry_after: Option<Duration>,
+    },
+    #[error("{operation}: the platform answered HTTP {status}{}", retry_after_text(.retry_after))]
+    Unavailable {
+        operation: &'static str,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{operation}: authentication failed (HTTP {status}); check the platform URL and the token")]
+    Unauthorized { operation: &'static str, status: u16 },
+    #[error("{operation}: unexpected HTTP {status} from the platform: {body}")]
+    UnexpectedStatus {
+        operation: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{operation}: transport error: {source}")]
+    Transport {
+        operation: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{operation}: the platform rejected the request: {}", Joined(.messages, "; "))]
+    GraphQl {
+        operation: &'static str,
+        messages: Vec<String>,
+    },
+    #[error("{operation}: the platform refused the change: {}", Joined(.errors, "; "))]
+    Validation {
+        operation: &'static str,
+        errors: Vec<FieldError>,
+    },
+    #[error("{operation}: cannot read the platform's answer: {detail}")]
+    Decode {
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("{operation}: {source}")]
+    Auth {
+        operation: &'static str,
+        #[source]
+        source: AuthError,
+    },
+    #[error("{operation}: gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        operation: &'static str,
+        attempts: u32,
+        #[source]
+        last: Box<PlatformError>,
+    },
+    #[error("{operation}: the platform asked to wait {wait:?}, longer than the {limit:?} dirsync will wait")]
+    RetryAfterTooLong {
+        operation: &'static str,
+        wait: Duration,
+        limit: Duration,
+    },
+    #[error("{operation}: {detail}")]
+    Protocol {
+        operation: &'static str,
+        detail: String,
+    },
+}
+
+fn retry_after_text(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(", retry after {}s", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+impl PlatformError {
+    /// Whether sending the same request again may succeed: connection
+    /// failures, timeouts, throttling and 5xx. Authentication failures, GraphQL
+    /// errors and payload validation errors are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            PlatformError::Connect { .. }
+                | PlatformError::Timeout { .. }
+                | PlatformError::Throttled { .. }
+                | PlatformError::Unavailable { .. }
+                | PlatformError::Transport { .. }
+        )
+    }
+
+    /// How long the platform asked us to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PlatformError::Throttled { retry_after, .. }
+            | PlatformError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// An authentication failure: the run must stop, whatever else is pending.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            PlatformError::Unauthorized { .. } | PlatformError::Auth { .. } => true,
+            PlatformError::RetriesExhausted { last, .. } => last.is_auth(),
+            _ => false,
+        }
+    }
+
+    /// The payload `errors` of a refused mutation, if that is what this is.
+    pub fn field_errors(&self) -> Option<&[FieldError]> {
+        match self {
+            PlatformError::Validation { errors, .. } => Some(errors),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Retrying requests: exponential backoff with jitter (the `backoff` crate),
+//! a bounded number of attempts, and the platform's `Retry-After` honoured.
+//!
+//! What is retryable is decided by [`PlatformError::is_retryable`]; this module
+//! only runs the loop.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use backoff::ExponentialBackoffBuilder;
+
+use super::error::PlatformError;
+
+/// How hard to try before giving up on one request.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included (at least 1).
+    pub max_attempts: u32,
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    /// A `Retry-After` longer than this ends the request as a failure instead
+    /// of parking the run for an unbounded time.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_interval: Duration::from_millis(500),
+            max_interval: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Parses a `Retry-After` header value: delay-seconds or an HTTP-date
+/// (RFC 9110 section 10.2.3). A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Runs `attempt` until it succeeds, fails with a final error, or runs out of
+/// attempts. Each retry is logged with the attempt number and the wait.
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    operation: &'static str,
+    mut attempt: F,
+) -> Result<T, PlatformError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PlatformError>>,
+{
+    let max_attempts = policy.max_attempts.max(1);
+    let backoff = ExponentialBackoffBuilder::new()
+        .with_initial_interval(policy.initial_interval)
+        .with_max_interval(policy.max_interval)
+        .with_randomization_factor(0.5)
+        .with_multiplier(2.0)
+        .with_max_elapsed_time(None)
+        .build();
+    let mut attempts = 0u32;
+    backoff::future::retry_notify(
+        backoff,
+        || {
+            attempts += 1;
+            let this_attempt = attempts;
+            let fut = attempt();
+            async move {
+                match fut.await {
+                    Ok(v) => Ok(v),
+                    Err(e) if !e.is_retryable() => Err(backoff::Error::permanent(e)),
+                    Err(e) if this_attempt >= max_attempts => {
+                        Err(backoff::Error::permanent(PlatformError::RetriesExhausted {
+                            operation,
+                            attempts: this_attempt,
+                            last: Box::new(e),
+                        }))
+                    }
+                    Err(e) => match e.retry_after() {
+                        Some(wait) if wait > policy.max_retry_after => {
+                            Err(backoff::Error::permanent(PlatformError::RetryAfterTooLong {
+                                operation,
+                                wait,
+                                limit: policy.max_retry_after,
+                            }))
+                        }
+                        Some(wait) => Err(backoff::Error::retry_after(e, wait)),
+                        None => Err(backoff::Error::transient(e)),
+                    },
+                }
+            }
+        },
+        |err: PlatformError, wait: Duration| {
+            tracing::warn!(
+                operation,
+                error = %err,
+                wait_ms = wait.as_millis() as u64,
+                "Request failed; retrying."
+            );
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_retry_after("7", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_as_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past: retry now.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_garbage_is_ignored() {
+        assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
+        assert_eq!(parse_retry_after("-3", SystemTime::now()), None);
+    }
+
+    fn throttled() -> PlatformError {
+        PlatformError::Throttled {
+            operation: "t",
+            retry_after: Some(Duration::from_secs(3)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_attempts_are_bounded() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let result: Result<(), _> = with_retries(&policy, "t", || {
+            calls += 1;
+            async { Err(throttled()) }
+        })
+        .await;
+        assert_eq!(calls, 3);
+        // Two waits of exactly the Retry-After, no more and no less.
+        assert_eq!(start.elapsed(), Duration::from_secs(6));
+        match result {
+            Err(PlatformError::RetriesExhausted { attempts: 3, .. }) => {}
+            other => panic!("expected RetriesExhausted, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_errors_are_not_retried() {
+        let mut calls = 0;
+        let result: Result<(), _> = with_retries(&RetryPolicy::default(), "t", || {
+            calls += 1;
+            async {
+                Err(PlatformError::Unauthorized {
+                    operation: "t",
+                    status: 401,
+                })
+            }
+        })
+        .await;
+        assert_eq!(calls, 1);
+        assert!(result.unwrap_err().is_auth());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_the_limit_fails_at_once() {
+        let policy = RetryPolicy {
+            max_retry_after: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        let mut calls = 0;
+        let result: Result<(), _> = with_retries(&policy, "t", || {
+            calls += 1;
+            async { Err(throttled()) }
+        })
+        .await;
+        assert_eq!(calls, 1);
+        assert!(matches!(
+            result,
+            Err(PlatformError::RetryAfterTooLong { .. })
+        ));
+    }
+}
