@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
 
 #[derive(Debug, Parser)]
-#[command(name = "dirsync", version, about = "Keeps Prismatic customers and customer users in step with your directory")]
+#[command(
+    name = "dirsync",
+    version,
+    about = "Keeps Prismatic customers and customer users in step with your directory"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
@@ -67,7 +71,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<i32> {
     if !(0.0..=1.0).contains(&args.error_rate) {
-        anyhow::bail!("--error-rate must be between 0 and 1, not {}", args.error_rate);
+        anyhow::bail!(
+            "--error-rate must be between 0 and 1, not {}",
+            args.error_rate
+        );
     }
     let seed = args
         .seed

@@ -68,6 +68,10 @@ pub struct Stats {
     pub server_errors: u64,
     /// Answered 401.
     pub unauthorized: u64,
+    /// Requests being answered right now.
+    pub in_flight: u64,
+    /// The most requests ever answered at once (a client's concurrency cap shows here).
+    pub max_in_flight: u64,
 }
 
 impl Stats {

@@ -130,9 +130,9 @@ impl UserFilter {
                 .as_ref()
                 .is_none_or(|e| u.email.eq_ignore_ascii_case(e))
             && icontains(&u.email, &self.email_icontains)
-            && u.external_id.as_ref().map_or(self.external_id.is_none(), |x| {
-                eq_opt(x, &self.external_id)
-            })
+            && u.external_id
+                .as_ref()
+                .map_or(self.external_id.is_none(), |x| eq_opt(x, &self.external_id))
             && isnull(&u.external_id, self.external_id_isnull)
             && eq_opt(&u.name, &self.name)
             && icontains(&u.name, &self.name_icontains)
@@ -196,7 +196,9 @@ impl CustomerObj {
         let state = store.state();
         let users: Vec<&StoredUser> = state.users.values().filter(|u| filter.matches(u)).collect();
         let window = Window::new(after, before, first, last, offset)?;
-        Ok(UserConnection::from_page(window.slice(&users, |u| UserObj::new(state, u))?))
+        Ok(UserConnection::from_page(
+            window.slice(&users, |u| UserObj::new(state, u))?,
+        ))
     }
 }
 
@@ -209,12 +211,15 @@ pub struct UserObj {
 
 impl UserObj {
     fn new(state: &State, u: &StoredUser) -> UserObj {
-        let role = state.role(&u.role_id).map(RoleObj::from).unwrap_or(RoleObj {
-            id: ID(u.role_id.clone()),
-            name: String::new(),
-            description: String::new(),
-            level: 0,
-        });
+        let role = state
+            .role(&u.role_id)
+            .map(RoleObj::from)
+            .unwrap_or(RoleObj {
+                id: ID(u.role_id.clone()),
+                name: String::new(),
+                description: String::new(),
+                level: 0,
+            });
         UserObj {
             user: u.clone(),
             role,
@@ -292,7 +297,11 @@ fn decode_cursor(c: &str) -> Result<usize> {
 
 fn non_negative(name: &str, v: Option<i32>) -> Result<Option<usize>> {
     v.map(|n| {
-        usize::try_from(n).map_err(|_| Error::new(format!("Argument \"{name}\" must be a non-negative integer.")))
+        usize::try_from(n).map_err(|_| {
+            Error::new(format!(
+                "Argument \"{name}\" must be a non-negative integer."
+            ))
+        })
     })
     .transpose()
 }
@@ -325,7 +334,9 @@ impl Window {
         if let Some(last) = self.last {
             start = start.max(end.saturating_sub(last.min(MAX_PAGE)));
         }
-        let nodes: Vec<(String, O)> = (start..end).map(|i| (cursor(i), to_node(&items[i]))).collect();
+        let nodes: Vec<(String, O)> = (start..end)
+            .map(|i| (cursor(i), to_node(&items[i])))
+            .collect();
         Ok(PageOf {
             info: PageInfo {
                 has_next_page: end < total,
@@ -379,8 +390,20 @@ macro_rules! connection {
     };
 }
 
-connection!(CustomerConnection, "CustomerConnection", CustomerEdge, "CustomerEdge", CustomerObj);
-connection!(UserConnection, "UserConnection", UserEdge, "UserEdge", UserObj);
+connection!(
+    CustomerConnection,
+    "CustomerConnection",
+    CustomerEdge,
+    "CustomerEdge",
+    CustomerObj
+);
+connection!(
+    UserConnection,
+    "UserConnection",
+    UserEdge,
+    "UserEdge",
+    UserObj
+);
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "SortDirection")]
@@ -498,7 +521,7 @@ impl From<Refusal> for ErrorType {
 
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     #[allow(clippy::too_many_arguments)]
     async fn customers(
@@ -607,7 +630,8 @@ impl QueryRoot {
         };
         let store = lock(ctx)?;
         let state = store.state();
-        let mut found: Vec<&StoredUser> = state.users.values().filter(|u| filter.matches(u)).collect();
+        let mut found: Vec<&StoredUser> =
+            state.users.values().filter(|u| filter.matches(u)).collect();
         let keys = sort_keys(order_by, sort_by);
         if !keys.is_empty() {
             found.sort_by(|a, b| compare_users(state, a, b, &keys));
@@ -737,10 +761,30 @@ macro_rules! payload {
     };
 }
 
-payload!(CreateCustomerPayload, "CreateCustomerPayload", customer, CustomerObj);
-payload!(UpdateCustomerPayload, "UpdateCustomerPayload", customer, CustomerObj);
-payload!(DeleteCustomerPayload, "DeleteCustomerPayload", customer, CustomerObj);
-payload!(CreateCustomerUserPayload, "CreateCustomerUserPayload", user, UserObj);
+payload!(
+    CreateCustomerPayload,
+    "CreateCustomerPayload",
+    customer,
+    CustomerObj
+);
+payload!(
+    UpdateCustomerPayload,
+    "UpdateCustomerPayload",
+    customer,
+    CustomerObj
+);
+payload!(
+    DeleteCustomerPayload,
+    "DeleteCustomerPayload",
+    customer,
+    CustomerObj
+);
+payload!(
+    CreateCustomerUserPayload,
+    "CreateCustomerUserPayload",
+    user,
+    UserObj
+);
 payload!(UpdateUserPayload, "UpdateUserPayload", user, UserObj);
 payload!(DeleteUserPayload, "DeleteUserPayload", user, UserObj);
 
@@ -766,7 +810,7 @@ fn mutate<T, O>(
 
 pub struct MutationRoot;
 
-#[Object]
+#[Object(name = "Mutation")]
 impl MutationRoot {
     async fn create_customer(
         &self,

@@ -18,7 +18,7 @@ use std::path::Path;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::store::{new_global_id, RoleKind, StoredCustomer, StoredUser, Store};
+use super::store::{new_global_id, RoleKind, Store, StoredCustomer, StoredUser};
 use super::EmulatorError;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -109,9 +109,9 @@ impl Seed {
                 .map_err(seed_err)?;
         }
         for (i, u) in self.users.iter().enumerate() {
-            let customer_id = store.customer_id_by_key(&u.customer).ok_or_else(|| {
-                seed_err(format!("users[{i}]: no customer {:?}", u.customer))
-            })?;
+            let customer_id = store
+                .customer_id_by_key(&u.customer)
+                .ok_or_else(|| seed_err(format!("users[{i}]: no customer {:?}", u.customer)))?;
             let role_id = store
                 .state()
                 .role_by_name(&u.role, RoleKind::Customer)

@@ -145,10 +145,12 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulator, Emulator
             addr: options.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| EmulatorError::Bind {
-        addr: options.listen,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     let app = Router::new()
         .route("/api", post(api))
         .route("/auth/meta", get(auth_meta))
@@ -224,12 +226,33 @@ fn root_fields(request: &async_graphql::Request) -> Option<(OperationType, Vec<S
     Some((op.node.ty, fields))
 }
 
+/// Counts a request as in flight until it is answered (also when the
+/// client goes away and the handler is dropped).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let mut stats = guard(&shared.stats);
+        stats.requests += 1;
+        stats.in_flight += 1;
+        stats.max_in_flight = stats.max_in_flight.max(stats.in_flight);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut stats = guard(&self.0.stats);
+        stats.in_flight = stats.in_flight.saturating_sub(1);
+    }
+}
+
 async fn api(
     AxumState(shared): AxumState<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    guard(&shared.stats).requests += 1;
+    let _in_flight = InFlight::enter(&shared);
     let latency = guard(&shared.faults).latency_ms;
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
@@ -241,7 +264,12 @@ async fn api(
     let (verdict, faults) = {
         let mut faults = guard(&shared.faults);
         let mut window = guard(&shared.window);
-        let verdict = decide(&mut faults, &mut window, Instant::now(), rand::random::<f64>());
+        let verdict = decide(
+            &mut faults,
+            &mut window,
+            Instant::now(),
+            rand::random::<f64>(),
+        );
         (verdict, faults.clone())
     };
     match verdict {
@@ -258,13 +286,13 @@ async fn api(
     }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"errors": [{"message": format!("Invalid request body: {e}")}]})),
-            )
-                .into_response()
-        }
+        Err(e) => return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                serde_json::json!({"errors": [{"message": format!("Invalid request body: {e}")}]}),
+            ),
+        )
+            .into_response(),
     };
     if let Some((ty, fields)) = root_fields(&request) {
         let mut stats = guard(&shared.stats);

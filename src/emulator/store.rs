@@ -119,7 +119,11 @@ pub fn is_valid_email(email: &str) -> bool {
 
 /// The platform stores labels lowercase.
 fn lowercase_labels(labels: Vec<Option<String>>) -> Vec<String> {
-    labels.into_iter().flatten().map(|l| l.to_lowercase()).collect()
+    labels
+        .into_iter()
+        .flatten()
+        .map(|l| l.to_lowercase())
+        .collect()
 }
 
 /// An empty externalId is stored as none (the sheet is silent; "no
@@ -247,7 +251,8 @@ impl Indexes {
             ix.add_customer(c);
         }
         for u in state.users.values() {
-            ix.user_by_email.insert(u.email.to_lowercase(), u.id.clone());
+            ix.user_by_email
+                .insert(u.email.to_lowercase(), u.id.clone());
         }
         ix
     }
@@ -346,7 +351,10 @@ impl Store {
         let external_id = non_empty(input.external_id);
         if let Some(x) = &external_id {
             if self.indexes.customer_by_external_id.contains_key(x) {
-                return refuse("externalId", "Customer with this external id already exists.");
+                return refuse(
+                    "externalId",
+                    "Customer with this external id already exists.",
+                );
             }
         }
         let now = Utc::now();
@@ -401,7 +409,10 @@ impl Store {
                     .get(x)
                     .is_some_and(|other| *other != id)
                 {
-                    return refuse("externalId", "Customer with this external id already exists.");
+                    return refuse(
+                        "externalId",
+                        "Customer with this external id already exists.",
+                    );
                 }
             }
             updated.external_id = x;
@@ -565,9 +576,7 @@ impl Store {
             }
         }
         self.indexes.add_customer(&customer);
-        self.state
-            .customers
-            .insert(customer.id.clone(), customer);
+        self.state.customers.insert(customer.id.clone(), customer);
         Ok(())
     }
 
@@ -635,7 +644,16 @@ mod tests {
     #[test]
     fn emails_are_checked_plainly() {
         assert!(is_valid_email("ada@example.com"));
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "a@b@c.com", "ada@.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "a@b@c.com",
+            "ada@.com",
+        ] {
             assert!(!is_valid_email(bad), "{bad}");
         }
     }
@@ -646,9 +664,14 @@ mod tests {
         let c = s.create_customer(customer("Acme", Some("acme"))).unwrap();
         assert_eq!(c.labels, vec!["gold"]);
         assert_eq!(c.description, "");
-        assert_eq!(s.create_customer(customer("Acme", None)).unwrap_err().field, "name");
         assert_eq!(
-            s.create_customer(customer("Other", Some("acme"))).unwrap_err().field,
+            s.create_customer(customer("Acme", None)).unwrap_err().field,
+            "name"
+        );
+        assert_eq!(
+            s.create_customer(customer("Other", Some("acme")))
+                .unwrap_err()
+                .field,
             "externalId"
         );
     }
@@ -657,7 +680,12 @@ mod tests {
     fn deleting_a_customer_deletes_its_users_and_frees_their_emails() {
         let mut s = store();
         let c = s.create_customer(customer("Acme", Some("acme"))).unwrap();
-        let role = s.state().role_by_name("Member", RoleKind::Customer).unwrap().id.clone();
+        let role = s
+            .state()
+            .role_by_name("Member", RoleKind::Customer)
+            .unwrap()
+            .id
+            .clone();
         let new_user = || NewUserInput {
             customer: Some(c.id.clone()),
             email: "Ada@Example.com".to_owned(),
@@ -673,7 +701,11 @@ mod tests {
         });
         assert_eq!(dup.unwrap_err().field, "email");
         s.delete_customer(Some(c.id.clone())).unwrap();
-        assert!(s.state().users.values().all(|u| u.customer_id.as_deref() != Some(c.id.as_str())));
+        assert!(s
+            .state()
+            .users
+            .values()
+            .all(|u| u.customer_id.as_deref() != Some(c.id.as_str())));
         let c2 = s.create_customer(customer("Acme", Some("acme"))).unwrap();
         s.create_customer_user(NewUserInput {
             customer: Some(c2.id),
@@ -686,7 +718,12 @@ mod tests {
     fn organization_roles_cannot_be_given_to_customer_users() {
         let mut s = store();
         let c = s.create_customer(customer("Acme", None)).unwrap();
-        let owner = s.state().role_by_name("Owner", RoleKind::Organization).unwrap().id.clone();
+        let owner = s
+            .state()
+            .role_by_name("Owner", RoleKind::Organization)
+            .unwrap()
+            .id
+            .clone();
         let err = s
             .create_customer_user(NewUserInput {
                 customer: Some(c.id),

@@ -234,10 +234,7 @@ impl TokenProvider {
         if !response.status().is_success() {
             return Err(meta_err(format!("HTTP {}", response.status().as_u16())));
         }
-        let meta: AuthMeta = response
-            .json()
-            .await
-            .map_err(|e| meta_err(e.to_string()))?;
+        let meta: AuthMeta = response.json().await.map_err(|e| meta_err(e.to_string()))?;
 
         // The token endpoint is always HTTPS: the refresh token must not
         // cross the network in clear.
@@ -357,6 +354,9 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "  \n").unwrap();
         let err = SecretSource::File(path.clone()).read().unwrap_err();
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 }

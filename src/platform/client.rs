@@ -73,7 +73,9 @@ impl PlatformConfig {
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientSetupError {
-    #[error("platform URL {url} must use https (plain http is allowed only for loopback addresses)")]
+    #[error(
+        "platform URL {url} must use https (plain http is allowed only for loopback addresses)"
+    )]
     InsecureUrl { url: String },
     #[error("platform URL {url} cannot be used: {detail}")]
     BadUrl { url: String, detail: String },
@@ -359,7 +361,7 @@ impl PlatformClient {
                     .nodes
                     .into_iter()
                     .flatten()
-                    .map(|n| PlatformCustomer::from(n))
+                    .map(PlatformCustomer::from)
                     .collect(),
                 has_next_page: page.page_info.has_next_page,
                 end_cursor: page.page_info.end_cursor,
@@ -382,7 +384,7 @@ impl PlatformClient {
                     .nodes
                     .into_iter()
                     .flatten()
-                    .map(|n| PlatformUser::try_from(n))
+                    .map(PlatformUser::try_from)
                     .collect::<Result<_, _>>()?,
                 has_next_page: page.page_info.has_next_page,
                 end_cursor: page.page_info.end_cursor,
@@ -667,5 +669,100 @@ where
             });
         }
         after = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(id: &str) -> PlatformCustomer {
+        PlatformCustomer {
+            id: PlatformId::from(id),
+            external_id: None,
+            name: id.to_owned(),
+            description: String::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Serves canned pages in order, whatever cursor is asked for.
+    async fn read(
+        pages: Vec<Page<PlatformCustomer>>,
+    ) -> Result<Vec<PlatformCustomer>, PlatformError> {
+        let pages = std::sync::Mutex::new(pages.into_iter());
+        read_all_pages("test", |_after| {
+            let next = pages.lock().unwrap().next();
+            async move {
+                next.ok_or_else(|| PlatformError::Protocol {
+                    operation: "test",
+                    detail: "asked for a page too many".into(),
+                })
+            }
+        })
+        .await
+    }
+
+    fn page(ids: &[&str], next: Option<&str>, total: i64) -> Page<PlatformCustomer> {
+        Page {
+            items: ids.iter().map(|i| customer(i)).collect(),
+            has_next_page: next.is_some(),
+            end_cursor: next.map(str::to_owned),
+            total_count: total,
+        }
+    }
+
+    #[tokio::test]
+    async fn all_pages_are_read_in_order() {
+        let got = read(vec![
+            page(&["a", "b"], Some("c1"), 3),
+            page(&["c"], None, 3),
+        ])
+        .await
+        .unwrap();
+        let ids: Vec<_> = got.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_record_seen_twice_means_the_list_shifted() {
+        let err = read(vec![
+            page(&["a", "b"], Some("c1"), 3),
+            page(&["b", "c"], None, 3),
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("came back twice"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_count_that_does_not_match_means_a_record_was_skipped() {
+        let err = read(vec![page(&["a"], Some("c1"), 3), page(&["c"], None, 3)])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("read 2 records but the platform counts 3"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_does_not_advance_ends_the_read() {
+        let err = read(vec![
+            page(&["a"], Some("c1"), 9),
+            page(&["b"], Some("c1"), 9),
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("did not advance"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn has_next_page_without_a_cursor_is_an_error() {
+        let mut p = page(&["a"], Some("x"), 2);
+        p.end_cursor = None;
+        let err = read(vec![p]).await.unwrap_err();
+        assert!(err.to_string().contains("endCursor is missing"), "{err}");
     }
 }

@@ -66,8 +66,13 @@ pub enum PlatformError {
         status: u16,
         retry_after: Option<Duration>,
     },
-    #[error("{operation}: authentication failed (HTTP {status}); check the platform URL and the token")]
-    Unauthorized { operation: &'static str, status: u16 },
+    #[error(
+        "{operation}: authentication failed (HTTP {status}); check the platform URL and the token"
+    )]
+    Unauthorized {
+        operation: &'static str,
+        status: u16,
+    },
     #[error("{operation}: unexpected HTTP {status} from the platform: {body}")]
     UnexpectedStatus {
         operation: &'static str,

@@ -17,12 +17,12 @@ macro_rules! operation {
     ($name:ident, $file:literal) => {
         #[derive(GraphQLQuery)]
         #[graphql(
-            schema_path = "graphql/schema.graphql",
-            query_path = $file,
-            response_derives = "Debug",
-            variables_derives = "Debug",
-            skip_serializing_none
-        )]
+                            schema_path = "graphql/schema.graphql",
+                            query_path = $file,
+                            response_derives = "Debug",
+                            variables_derives = "Debug",
+                            skip_serializing_none
+                        )]
         pub struct $name;
     };
 }
@@ -93,7 +93,10 @@ macro_rules! user_from {
 }
 
 user_from!(list_customer_users::UserFields, "ListCustomerUsers");
-user_from!(find_customer_user::FindCustomerUserUsersNodes, "FindCustomerUser");
+user_from!(
+    find_customer_user::FindCustomerUserUsersNodes,
+    "FindCustomerUser"
+);
 user_from!(
     create_customer_user::CreateCustomerUserCreateCustomerUserUser,
     "createCustomerUser"

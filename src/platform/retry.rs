@@ -83,13 +83,13 @@ where
                         }))
                     }
                     Err(e) => match e.retry_after() {
-                        Some(wait) if wait > policy.max_retry_after => {
-                            Err(backoff::Error::permanent(PlatformError::RetryAfterTooLong {
+                        Some(wait) if wait > policy.max_retry_after => Err(
+                            backoff::Error::permanent(PlatformError::RetryAfterTooLong {
                                 operation,
                                 wait,
                                 limit: policy.max_retry_after,
-                            }))
-                        }
+                            }),
+                        ),
                         Some(wait) => Err(backoff::Error::retry_after(e, wait)),
                         None => Err(backoff::Error::transient(e)),
                     },
@@ -115,10 +115,7 @@ mod tests {
     #[test]
     fn retry_after_in_seconds() {
         let now = SystemTime::now();
-        assert_eq!(
-            parse_retry_after("7", now),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
     }
 

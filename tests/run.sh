@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command (README, "Run the tests"): installs what the
+# tests need when it is missing, then runs formatting, lint and every test.
+# A missing component fails the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then echo sudo; else
+      echo "tests/run.sh: installing system packages needs root or sudo" >&2; exit 1
+    fi
+  fi
+}
+
+# System packages the tests use (none beyond the Rust toolchain yet; the
+# LDAP source's tests add slapd and ldap-utils here).
+PACKAGES=()
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=$(need_root)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "tests/run.sh: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
