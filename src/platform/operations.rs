@@ -13,16 +13,18 @@ use crate::model::{PlatformCustomer, PlatformId, PlatformUser, Role};
 #[allow(clippy::upper_case_acronyms, dead_code)]
 type DateTime = String;
 
+// rustfmt re-indents attributes inside this macro on every run; keep it as written.
+#[rustfmt::skip]
 macro_rules! operation {
     ($name:ident, $file:literal) => {
         #[derive(GraphQLQuery)]
         #[graphql(
-                            schema_path = "graphql/schema.graphql",
-                            query_path = $file,
-                            response_derives = "Debug",
-                            variables_derives = "Debug",
-                            skip_serializing_none
-                        )]
+            schema_path = "graphql/schema.graphql",
+            query_path = $file,
+            response_derives = "Debug",
+            variables_derives = "Debug",
+            skip_serializing_none
+        )]
         pub struct $name;
     };
 }
