@@ -4,6 +4,9 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
 pub mod cli;
+pub mod config;
+pub mod directory;
 pub mod emulator;
 pub mod model;
 pub mod platform;
+pub mod source;

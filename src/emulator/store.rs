@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use crate::directory::is_valid_email;
+
 use super::seed::Seed;
 use super::EmulatorError;
 
@@ -100,21 +102,6 @@ fn refuse<T>(field: &str, message: impl Into<String>) -> Result<T, Refusal> {
 pub fn new_global_id(type_name: &str) -> String {
     base64::engine::general_purpose::STANDARD
         .encode(format!("{type_name}:{}", uuid::Uuid::new_v4()))
-}
-
-/// A deliberately plain email check (what a form validator accepts):
-/// one `@`, a non-empty local part, a dotted domain, no white space.
-pub fn is_valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && !email.chars().any(char::is_whitespace)
 }
 
 /// The platform stores labels lowercase.

@@ -31,6 +31,9 @@ pub enum SecretSource {
     Env(String),
     /// A file whose content (surrounding white space trimmed) is the secret.
     File(PathBuf),
+    /// A systemd credential (`LoadCredential=NAME:...`): the file NAME in
+    /// `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
     /// A secret already in memory (tests, or a value read by the caller).
     Value(SecretString),
 }
@@ -48,6 +51,13 @@ impl SecretSource {
                     source,
                 })?
             }
+            SecretSource::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| AuthError::NoCredentialsDirectory { name: name.clone() })?;
+                let path = PathBuf::from(dir).join(name);
+                std::fs::read_to_string(&path)
+                    .map_err(|source| AuthError::ReadFile { path, source })?
+            }
             SecretSource::Value(v) => v.expose_secret().to_owned(),
         };
         let trimmed = raw.trim();
@@ -64,6 +74,7 @@ impl SecretSource {
         match self {
             SecretSource::Env(var) => format!("environment variable {var}"),
             SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Credential(name) => format!("systemd credential {name}"),
             SecretSource::Value(_) => "the value given".to_owned(),
         }
     }
@@ -109,6 +120,8 @@ impl AuthMethod {
 pub enum AuthError {
     #[error("no token configured: set {ENV_API_KEY}, {ENV_ACCESS_TOKEN} or {ENV_REFRESH_TOKEN}, or name a token file")]
     NoToken,
+    #[error("systemd credential {name} was asked for, but CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)")]
+    NoCredentialsDirectory { name: String },
     #[error("environment variable {var} is not set")]
     MissingEnv { var: String },
     #[error("cannot read the token from {}: {source}", path.display())]

@@ -1,0 +1,906 @@
+//! The configuration file: raw serde shapes (unknown keys are errors), then
+//! `validate()` into a typed [`Config`] with no I/O. Every error names the
+//! file, the key path and, where the YAML parser gives it, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::platform::{AuthMethod, RetryPolicy, SecretSource, DEFAULT_REFRESH_MARGIN};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}{}: {key}: {message}", path.display(), at(*.line, *.column))]
+    Parse {
+        path: PathBuf,
+        key: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    #[error("{}: {key}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// The key path at fault (`policy.delete_users.max_count`).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Parse { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- raw shapes
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    platform: RawPlatform,
+    #[serde(with = "serde_yaml::with::singleton_map")]
+    source: RawSource,
+    mapping: RawMapping,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+// `source` is written as a one-key map (`source: { csv: {...} }`), which
+// serde_yaml needs told (it would otherwise expect a `!csv` tag).
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    url: Option<String>,
+    emulator: Option<RawEmulator>,
+    token: Option<RawSecret>,
+    refresh_token: Option<RawSecret>,
+    tenant_id: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    request_timeout_secs: u64,
+    #[serde(default = "default_rps")]
+    requests_per_second: u32,
+    #[serde(default = "default_four")]
+    max_concurrency: usize,
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_rps() -> u32 {
+    10
+}
+fn default_four() -> usize {
+    4
+}
+fn default_attempts() -> u32 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmulator {
+    state: PathBuf,
+    seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    credential: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum RawSource {
+    Csv(RawCsv),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCsv {
+    users_file: PathBuf,
+    customers_file: Option<PathBuf>,
+    #[serde(default = "default_delimiter")]
+    delimiter: String,
+}
+
+fn default_delimiter() -> String {
+    ",".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    customer: RawCustomerMapping,
+    user: RawUserMapping,
+    #[serde(default)]
+    roles: RawRoles,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomerMapping {
+    external_id: String,
+    name: String,
+    description: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    label_separator: Option<String>,
+    #[serde(default)]
+    static_labels: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUserMapping {
+    external_id: String,
+    customer: String,
+    email: String,
+    name: Option<String>,
+    phone: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    #[serde(default)]
+    map: BTreeMap<String, String>,
+    #[serde(default = "default_role")]
+    default: String,
+}
+
+impl Default for RawRoles {
+    fn default() -> Self {
+        RawRoles {
+            map: BTreeMap::new(),
+            default: default_role(),
+        }
+    }
+}
+
+fn default_role() -> String {
+    "Member".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    external_id_prefix: Option<String>,
+    #[serde(default)]
+    email_change: ChangePolicy,
+    #[serde(default)]
+    adopt: bool,
+    #[serde(default)]
+    delete_users: RawBudget,
+    #[serde(default)]
+    delete_customers: RawCustomerBudget,
+    #[serde(default = "default_shrink")]
+    max_shrink_percent: f64,
+    #[serde(default = "default_four")]
+    apply_concurrency: usize,
+    #[serde(default)]
+    refused_records: RawRefusedCap,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            external_id_prefix: None,
+            email_change: ChangePolicy::default(),
+            adopt: false,
+            delete_users: RawBudget::default(),
+            delete_customers: RawCustomerBudget::default(),
+            max_shrink_percent: default_shrink(),
+            apply_concurrency: default_four(),
+            refused_records: RawRefusedCap::default(),
+        }
+    }
+}
+
+fn default_shrink() -> f64 {
+    20.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    #[serde(default = "default_user_delete_count")]
+    max_count: usize,
+    #[serde(default = "default_user_delete_percent")]
+    max_percent: f64,
+}
+
+fn default_user_delete_count() -> usize {
+    100
+}
+fn default_user_delete_percent() -> f64 {
+    10.0
+}
+
+impl Default for RawBudget {
+    fn default() -> Self {
+        RawBudget {
+            max_count: default_user_delete_count(),
+            max_percent: default_user_delete_percent(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomerBudget {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_customer_delete_count")]
+    max_count: usize,
+    #[serde(default = "default_customer_delete_percent")]
+    max_percent: f64,
+}
+
+fn default_customer_delete_count() -> usize {
+    2
+}
+fn default_customer_delete_percent() -> f64 {
+    2.0
+}
+
+impl Default for RawCustomerBudget {
+    fn default() -> Self {
+        RawCustomerBudget {
+            enabled: false,
+            max_count: default_customer_delete_count(),
+            max_percent: default_customer_delete_percent(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefusedCap {
+    #[serde(default = "default_refused_percent")]
+    max_percent: f64,
+    #[serde(default = "default_refused_count")]
+    max_count: usize,
+}
+
+fn default_refused_percent() -> f64 {
+    1.0
+}
+fn default_refused_count() -> usize {
+    10
+}
+
+impl Default for RawRefusedCap {
+    fn default() -> Self {
+        RawRefusedCap {
+            max_percent: default_refused_percent(),
+            max_count: default_refused_count(),
+        }
+    }
+}
+
+// -------------------------------------------------------------- typed config
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from; relative paths inside are resolved against its folder.
+    pub path: PathBuf,
+    pub platform: PlatformSettings,
+    pub source: SourceSettings,
+    pub mapping: Mapping,
+    pub policy: Policy,
+}
+
+#[derive(Clone, Debug)]
+pub enum PlatformTarget {
+    Url(url::Url),
+    /// The built-in emulator, started in-process with this state file.
+    Emulator {
+        state: PathBuf,
+        seed: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PlatformSettings {
+    pub target: PlatformTarget,
+    /// None for the emulator, which gets a fresh token of its own each run.
+    pub auth: Option<AuthMethod>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub requests_per_second: NonZeroU32,
+    pub max_concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Clone, Debug)]
+pub enum SourceSettings {
+    Csv(CsvSettings),
+}
+
+#[derive(Clone, Debug)]
+pub struct CsvSettings {
+    pub users_file: PathBuf,
+    pub customers_file: Option<PathBuf>,
+    pub delimiter: u8,
+}
+
+/// Which source key feeds each field. Only fields named here are compared
+/// and written.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub customer: CustomerMapping,
+    pub user: UserMapping,
+    pub roles: RoleTable,
+}
+
+#[derive(Clone, Debug)]
+pub struct CustomerMapping {
+    pub external_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// Keys whose values are labels (each split on `label_separator` when set).
+    pub labels: Vec<String>,
+    pub label_separator: Option<String>,
+    /// Labels every managed customer carries.
+    pub static_labels: Vec<String>,
+}
+
+impl CustomerMapping {
+    /// Whether labels are managed at all (some key or static label is set).
+    pub fn manages_labels(&self) -> bool {
+        !self.labels.is_empty() || !self.static_labels.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UserMapping {
+    pub external_id: String,
+    /// The key holding the user's customer externalId.
+    pub customer: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub role: Option<String>,
+}
+
+/// Source role values to platform role names.
+#[derive(Clone, Debug)]
+pub struct RoleTable {
+    /// Keys lowercased: source values match case-insensitively.
+    pub map: BTreeMap<String, String>,
+    pub default: String,
+}
+
+impl RoleTable {
+    /// The platform role name for a source value (the default when absent or unmapped).
+    pub fn resolve(&self, source_value: Option<&str>) -> &str {
+        source_value
+            .and_then(|v| self.map.get(&v.trim().to_lowercase()))
+            .unwrap_or(&self.default)
+    }
+
+    /// Every platform role name the table can produce.
+    pub fn role_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.default.as_str()).chain(self.map.values().map(String::as_str))
+    }
+}
+
+/// What to do when a user's email or customer changed in the directory;
+/// the platform cannot update either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangePolicy {
+    /// Show it in the plan as drift that needs a decision; change nothing.
+    #[default]
+    Report,
+    /// Delete the user and create it again (new id, new confirmation email).
+    Recreate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub max_count: usize,
+    pub max_percent: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub external_id_prefix: Option<String>,
+    pub email_change: ChangePolicy,
+    pub adopt: bool,
+    pub delete_users: Budget,
+    /// None: customer deletes are off.
+    pub delete_customers: Option<Budget>,
+    pub max_shrink_percent: f64,
+    pub apply_concurrency: usize,
+    pub refused_records: Budget,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let raw = RawPolicy::default();
+        Policy {
+            external_id_prefix: None,
+            email_change: raw.email_change,
+            adopt: raw.adopt,
+            delete_users: Budget {
+                max_count: raw.delete_users.max_count,
+                max_percent: raw.delete_users.max_percent,
+            },
+            delete_customers: None,
+            max_shrink_percent: raw.max_shrink_percent,
+            apply_concurrency: raw.apply_concurrency,
+            refused_records: Budget {
+                max_count: raw.refused_records.max_count,
+                max_percent: raw.refused_records.max_percent,
+            },
+        }
+    }
+}
+
+impl Policy {
+    /// Whether a platform record with this externalId is dirsync's to manage.
+    pub fn in_scope(&self, external_id: Option<&str>) -> bool {
+        match (external_id, &self.external_id_prefix) {
+            (None, _) => false,
+            (Some(x), _) if x.is_empty() => false,
+            (Some(_), None) => true,
+            (Some(x), Some(prefix)) => x.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ loading
+
+impl Config {
+    /// Reads and validates a config file. No network, no source access.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let location = inner.location();
+            let message =
+                if key.starts_with("platform.token") || key.starts_with("platform.refresh_token") {
+                    // Never echo what was written there: it may be the token itself.
+                    SECRET_SHAPE.to_owned()
+                } else {
+                    // serde_yaml starts its message with the path where it was
+                    // (the key or its parent); the key is printed once, by us.
+                    let m = strip_location(&inner.to_string());
+                    match m.split_once(": ") {
+                        Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
+                        _ => m,
+                    }
+                };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message,
+            }
+        })?;
+        validate(raw, path)
+    }
+
+    /// A path from the config, resolved against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve_against(&self.path, p)
+    }
+}
+
+fn resolve_against(config_path: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+const SECRET_SHAPE: &str =
+    "must be a map with exactly one of env, file or credential (the token itself never goes in the config)";
+
+/// serde_yaml appends " at line L column C"; we print the location ourselves.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    fn percent(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
+        if (0.0..=100.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(
+                key,
+                format!("must be a percentage from 0 to 100, not {value}"),
+            ))
+        }
+    }
+
+    fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let v = value.trim();
+        if v.is_empty() {
+            Err(self.invalid(key, "must not be empty"))
+        } else {
+            Ok(v.to_owned())
+        }
+    }
+
+    fn secret(&self, key: &str, raw: &RawSecret) -> Result<SecretSource, ConfigError> {
+        match (&raw.env, &raw.file, &raw.credential) {
+            (Some(var), None, None) => Ok(SecretSource::Env(
+                self.non_empty(&format!("{key}.env"), var)?,
+            )),
+            (None, Some(file), None) => Ok(SecretSource::File(resolve_against(self.path, file))),
+            (None, None, Some(name)) => Ok(SecretSource::Credential(
+                self.non_empty(&format!("{key}.credential"), name)?,
+            )),
+            _ => Err(self.invalid(key, SECRET_SHAPE)),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let c = Checker { path };
+    let p = raw.platform;
+    let target = match (&p.url, &p.emulator) {
+        (Some(url), None) => PlatformTarget::Url(
+            url.parse()
+                .map_err(|e| c.invalid("platform.url", format!("not a URL: {e}")))?,
+        ),
+        (None, Some(emu)) => PlatformTarget::Emulator {
+            state: resolve_against(path, &emu.state),
+            seed: emu.seed.as_ref().map(|s| resolve_against(path, s)),
+        },
+        _ => return Err(c.invalid("platform", "give exactly one of url or emulator")),
+    };
+    let auth = match (&target, &p.token, &p.refresh_token) {
+        (PlatformTarget::Emulator { .. }, None, None) => None,
+        (PlatformTarget::Emulator { .. }, _, _) => {
+            return Err(c.invalid(
+                "platform.token",
+                "the built-in emulator makes its own token; remove token and refresh_token",
+            ))
+        }
+        (PlatformTarget::Url(_), Some(t), None) => {
+            Some(AuthMethod::StaticToken(c.secret("platform.token", t)?))
+        }
+        (PlatformTarget::Url(_), None, Some(r)) => Some(AuthMethod::RefreshToken {
+            refresh_token: c.secret("platform.refresh_token", r)?,
+            tenant_id: p.tenant_id.clone(),
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+        }),
+        (PlatformTarget::Url(_), None, None) => {
+            Some(AuthMethod::from_environment().map_err(|e| c.invalid("platform.token", e))?)
+        }
+        (PlatformTarget::Url(_), Some(_), Some(_)) => {
+            return Err(c.invalid("platform", "give token or refresh_token, not both"))
+        }
+    };
+    if p.tenant_id.is_some() && p.refresh_token.is_none() {
+        return Err(c.invalid("platform.tenant_id", "is used only with refresh_token"));
+    }
+    let requests_per_second = NonZeroU32::new(p.requests_per_second)
+        .ok_or_else(|| c.invalid("platform.requests_per_second", "must be at least 1"))?;
+    if p.max_concurrency == 0 {
+        return Err(c.invalid("platform.max_concurrency", "must be at least 1"));
+    }
+    if p.max_attempts == 0 {
+        return Err(c.invalid("platform.max_attempts", "must be at least 1"));
+    }
+    if p.connect_timeout_secs == 0 || p.request_timeout_secs == 0 {
+        return Err(c.invalid("platform", "timeouts must be at least 1 second"));
+    }
+    let platform = PlatformSettings {
+        target,
+        auth,
+        ca_file: p.ca_file.as_ref().map(|f| resolve_against(path, f)),
+        connect_timeout: Duration::from_secs(p.connect_timeout_secs),
+        request_timeout: Duration::from_secs(p.request_timeout_secs),
+        requests_per_second,
+        max_concurrency: p.max_concurrency,
+        retry: RetryPolicy {
+            max_attempts: p.max_attempts,
+            ..RetryPolicy::default()
+        },
+    };
+
+    let source = match raw.source {
+        RawSource::Csv(csv) => {
+            let delimiter = match csv.delimiter.as_bytes() {
+                [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+                _ if csv.delimiter == "\\t" => b'\t',
+                _ => {
+                    return Err(c.invalid(
+                        "source.csv.delimiter",
+                        format!(
+                            "must be one ASCII character (or \\t), not {:?}",
+                            csv.delimiter
+                        ),
+                    ))
+                }
+            };
+            SourceSettings::Csv(CsvSettings {
+                users_file: resolve_against(path, &csv.users_file),
+                customers_file: csv
+                    .customers_file
+                    .as_ref()
+                    .map(|f| resolve_against(path, f)),
+                delimiter,
+            })
+        }
+    };
+
+    let m = raw.mapping;
+    let mapping = Mapping {
+        customer: CustomerMapping {
+            external_id: c.non_empty("mapping.customer.external_id", &m.customer.external_id)?,
+            name: c.non_empty("mapping.customer.name", &m.customer.name)?,
+            description: m.customer.description.clone(),
+            labels: m.customer.labels.clone(),
+            label_separator: m.customer.label_separator.clone().filter(|s| !s.is_empty()),
+            static_labels: m.customer.static_labels.clone(),
+        },
+        user: UserMapping {
+            external_id: c.non_empty("mapping.user.external_id", &m.user.external_id)?,
+            customer: c.non_empty("mapping.user.customer", &m.user.customer)?,
+            email: c.non_empty("mapping.user.email", &m.user.email)?,
+            name: m.user.name.clone(),
+            phone: m.user.phone.clone(),
+            role: m.user.role.clone(),
+        },
+        roles: RoleTable {
+            map: m
+                .roles
+                .map
+                .iter()
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+                .collect(),
+            default: c.non_empty("mapping.roles.default", &m.roles.default)?,
+        },
+    };
+
+    let pol = raw.policy;
+    if pol.apply_concurrency == 0 {
+        return Err(c.invalid("policy.apply_concurrency", "must be at least 1"));
+    }
+    let policy = Policy {
+        external_id_prefix: pol.external_id_prefix.filter(|p| !p.is_empty()),
+        email_change: pol.email_change,
+        adopt: pol.adopt,
+        delete_users: Budget {
+            max_count: pol.delete_users.max_count,
+            max_percent: c.percent(
+                "policy.delete_users.max_percent",
+                pol.delete_users.max_percent,
+            )?,
+        },
+        delete_customers: pol.delete_customers.enabled.then_some(()).map(|_| Budget {
+            max_count: pol.delete_customers.max_count,
+            max_percent: pol.delete_customers.max_percent,
+        }),
+        max_shrink_percent: c.percent("policy.max_shrink_percent", pol.max_shrink_percent)?,
+        apply_concurrency: pol.apply_concurrency,
+        refused_records: Budget {
+            max_count: pol.refused_records.max_count,
+            max_percent: c.percent(
+                "policy.refused_records.max_percent",
+                pol.refused_records.max_percent,
+            )?,
+        },
+    };
+    c.percent(
+        "policy.delete_customers.max_percent",
+        pol.delete_customers.max_percent,
+    )?;
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        platform,
+        source,
+        mapping,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+platform:
+  emulator:
+    state: state.json
+source:
+  csv:
+    users_file: users.csv
+mapping:
+  customer:
+    external_id: customer_id
+    name: customer_name
+  user:
+    external_id: id
+    customer: customer_id
+    email: email
+";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/dirsync.yaml"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(
+            c.policy.delete_users,
+            Budget {
+                max_count: 100,
+                max_percent: 10.0
+            }
+        );
+        assert_eq!(c.policy.delete_customers, None);
+        assert_eq!(c.mapping.roles.default, "Member");
+        assert_eq!(c.platform.requests_per_second.get(), 10);
+        let SourceSettings::Csv(csv) = &c.source;
+        assert_eq!(
+            csv.users_file,
+            Path::new("conf/users.csv"),
+            "relative to the config file"
+        );
+        assert_eq!(csv.delimiter, b',');
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_key_line_and_column() {
+        let text = MINIMAL.replace("    email: email\n", "    email: email\n    emial: mail\n");
+        let err = parse(&text).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("conf/dirsync.yaml:15:5: mapping.user.emial: unknown field `emial`"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_path() {
+        let text = format!("{MINIMAL}policy:\n  delete_users:\n    max_count: lots\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("policy.delete_users.max_count"));
+        assert!(
+            err.to_string().starts_with(
+                "conf/dirsync.yaml:17:16: policy.delete_users.max_count: invalid type"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_inline_token_is_refused() {
+        let text = MINIMAL.replace(
+            "platform:\n  emulator:\n    state: state.json\n",
+            "platform:\n  url: https://app.prismatic.io\n  token: eyJhbGciOi\n",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("platform.token"), "{err}");
+        assert!(
+            !err.to_string().contains("eyJhbGciOi"),
+            "the value is not echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn a_token_source_must_be_exactly_one_kind() {
+        let text = MINIMAL.replace(
+            "platform:\n  emulator:\n    state: state.json\n",
+            "platform:\n  url: https://app.prismatic.io\n  token: { env: A, file: b }\n",
+        );
+        assert_eq!(parse(&text).unwrap_err().key(), Some("platform.token"));
+        let ok = MINIMAL.replace(
+            "platform:\n  emulator:\n    state: state.json\n",
+            "platform:\n  url: https://app.prismatic.io\n  token: { credential: prismatic-token }\n",
+        );
+        let c = parse(&ok).unwrap();
+        assert!(
+            matches!(c.platform.auth, Some(AuthMethod::StaticToken(SecretSource::Credential(ref n))) if n == "prismatic-token")
+        );
+    }
+
+    #[test]
+    fn percentages_are_checked() {
+        let text = format!("{MINIMAL}policy:\n  max_shrink_percent: 150\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("policy.max_shrink_percent"));
+    }
+
+    #[test]
+    fn roles_match_case_insensitively_with_a_default() {
+        let text = format!(
+            "{MINIMAL}  roles:\n    map: {{ Admin: Admin, staff: Member }}\n    default: Member\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.mapping.roles.resolve(Some("ADMIN")), "Admin");
+        assert_eq!(c.mapping.roles.resolve(Some("contractor")), "Member");
+        assert_eq!(c.mapping.roles.resolve(None), "Member");
+    }
+
+    #[test]
+    fn scope_needs_an_external_id_and_the_prefix() {
+        let mut p = Policy::default();
+        assert!(p.in_scope(Some("x")));
+        assert!(!p.in_scope(None));
+        assert!(!p.in_scope(Some("")));
+        p.external_id_prefix = Some("hr-".to_owned());
+        assert!(p.in_scope(Some("hr-1")));
+        assert!(!p.in_scope(Some("crm-1")));
+    }
+}

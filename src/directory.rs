@@ -1,0 +1,186 @@
+//! The directory: the desired state read from a source, keyed by externalId,
+//! and the normalisation rules every comparison goes through.
+//!
+//! Sources produce [`SourceRecord`]s; `source::mapping` turns them into a
+//! [`Directory`]. The planner compares a `Directory` with a `Snapshot` using
+//! only the functions here, so every source compares the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Where a record came from, for messages that name the line or entry at fault.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Origin {
+    /// A physical line of a file (the record's first line when it spans several).
+    Line { file: PathBuf, line: u64 },
+    /// A directory entry (LDAP DN).
+    Entry { dn: String },
+    /// The n-th record (0-based) of a response.
+    Record { url: String, index: usize },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Line { file, line } => write!(f, "{}:{line}", file.display()),
+            Origin::Entry { dn } => write!(f, "entry {dn}"),
+            Origin::Record { url, index } => write!(f, "{url} record {index}"),
+        }
+    }
+}
+
+/// One record as a source read it: the values of the keys the mapping asked
+/// for (column names, attribute names, JSON paths), trimmed, empty ones absent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub origin: Origin,
+    pub values: BTreeMap<String, String>,
+}
+
+impl SourceRecord {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// A customer as the directory wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredCustomer {
+    pub external_id: String,
+    pub name: String,
+    /// None when the mapping sets no description: never compared or written.
+    pub description: Option<String>,
+    /// Normalised (lowercase, deduplicated, sorted); None when the mapping sets no labels.
+    pub labels: Option<BTreeSet<String>>,
+    pub origin: Origin,
+}
+
+/// A customer user as the directory wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredUser {
+    pub external_id: String,
+    pub customer_external_id: String,
+    /// As written in the source (trimmed); compared case-insensitively.
+    pub email: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    /// A platform role name (after the role table); None when no role field is mapped.
+    pub role: Option<String>,
+    pub origin: Origin,
+}
+
+/// A record the source or the mapping refused, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRecord {
+    pub origin: Origin,
+    /// The mapped field at fault and the source key behind it (`email (column mail)`).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RefusedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: {field}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// The desired state: what the platform should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Directory {
+    pub customers: BTreeMap<String, DesiredCustomer>,
+    pub users: BTreeMap<String, DesiredUser>,
+    /// Records refused one by one (within the cap); shown in the plan.
+    pub refused: Vec<RefusedRecord>,
+    /// What refused records were about: these are neither updated nor
+    /// deleted this run, because the directory's wish for them is unknown.
+    pub unknown: Unknown,
+}
+
+/// Keys of refused records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unknown {
+    pub customer_external_ids: BTreeSet<String>,
+    pub user_external_ids: BTreeSet<String>,
+    /// Lowercased emails of refused user records (for rows whose externalId
+    /// itself was missing, the email still protects the platform user).
+    pub user_emails: BTreeSet<String>,
+}
+
+/// Trimmed text; `None` for empty.
+pub fn clean(value: &str) -> Option<String> {
+    let t = value.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// Labels as the platform stores them: lowercase, trimmed, no empties, no
+/// duplicates, order-free.
+pub fn normalise_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    labels
+        .into_iter()
+        .filter_map(|l| clean(l).map(|l| l.to_lowercase()))
+        .collect()
+}
+
+/// Emails compare case-insensitively and without surrounding white space.
+pub fn same_email(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Text fields compare trimmed; a missing platform value is "".
+pub fn same_text(desired: &str, actual: &str) -> bool {
+    desired.trim() == actual.trim()
+}
+
+/// The same plain check the platform's form validation applies.
+pub fn is_valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !email.chars().any(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_lowercased_deduplicated_and_unordered() {
+        let a = normalise_labels(["Gold", " eu ", "gold", ""]);
+        let b = normalise_labels(["EU", "GOLD"]);
+        assert_eq!(a, b);
+        assert_eq!(a.into_iter().collect::<Vec<_>>(), ["eu", "gold"]);
+    }
+
+    #[test]
+    fn emails_compare_case_insensitively() {
+        assert!(same_email("Ada@Example.com ", "ada@example.com"));
+        assert!(!same_email("ada@example.com", "ada@example.org"));
+    }
+
+    #[test]
+    fn origins_name_the_file_and_line() {
+        let o = Origin::Line {
+            file: "users.csv".into(),
+            line: 12,
+        };
+        assert_eq!(o.to_string(), "users.csv:12");
+    }
+}

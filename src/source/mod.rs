@@ -1,0 +1,105 @@
+//! Sources: where the directory (the desired state) is read from.
+//!
+//! A source reads records (`csv` now; LDAP and HTTP later) and the shared
+//! `mapping` step turns them into a [`Directory`]. A source that fails
+//! returns an error and no directory, so a failed read can never turn into
+//! deletes.
+
+pub mod csv;
+pub mod mapping;
+
+use std::path::PathBuf;
+
+use crate::config::{Config, SourceSettings};
+use crate::directory::{Directory, Origin, RefusedRecord};
+use mapping::{build_directory, customer_keys, user_keys, KeyKind};
+
+/// Why a source could not be read. Each names the file and, where there is
+/// one, the line or record.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Encoding {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("{}: the file has no header row", path.display())]
+    MissingHeader { path: PathBuf },
+    #[error("{}: column {column:?} named in the mapping is not in the header (columns: {})", path.display(), available.join(", "))]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        available: Vec<String>,
+    },
+    #[error("{}:{line}: the row has {found} fields but the header has {expected}", path.display())]
+    Ragged {
+        path: PathBuf,
+        line: u64,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Csv {
+        path: PathBuf,
+        line: Option<u64>,
+        message: String,
+    },
+    #[error(
+        "{what} externalId {external_id:?} appears twice with different data: {first} and {second}"
+    )]
+    Conflict {
+        what: &'static str,
+        external_id: String,
+        first: Origin,
+        second: Origin,
+    },
+    #[error("{refused} of {total} records were refused, more than the cap of {cap}; nothing is planned from this source. First refusals:\n{}", examples.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n"))]
+    TooManyRefused {
+        refused: usize,
+        total: usize,
+        cap: usize,
+        examples: Vec<RefusedRecord>,
+    },
+    #[error("the source task failed: {0}")]
+    Task(String),
+}
+
+/// Reads the configured source into a directory.
+pub async fn read_directory(config: &Config) -> Result<Directory, SourceError> {
+    match &config.source {
+        SourceSettings::Csv(csv) => {
+            let csv = csv.clone();
+            let mapping = config.mapping.clone();
+            let policy = config.policy.clone();
+            tokio::task::spawn_blocking(move || {
+                let customers = match &csv.customers_file {
+                    Some(path) => {
+                        let keys = customer_keys(&mapping);
+                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        Some(csv::read_records(path, csv.delimiter, &keys)?)
+                    }
+                    None => None,
+                };
+                let keys = user_keys(&mapping, customers.is_none());
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let users = csv::read_records(&csv.users_file, csv.delimiter, &keys)?;
+                build_directory(
+                    customers.as_deref(),
+                    &users,
+                    &mapping,
+                    &policy,
+                    KeyKind("column"),
+                )
+            })
+            .await
+            .map_err(|e| SourceError::Task(e.to_string()))?
+        }
+    }
+}
