@@ -481,7 +481,7 @@ impl Policy {
     pub fn in_scope(&self, external_id: Option<&str>) -> bool {
         match (external_id, &self.external_id_prefix) {
             (None, _) => false,
-            (Some(x), _) if x.is_empty() => false,
+            (Some(""), _) => false,
             (Some(_), None) => true,
             (Some(x), Some(prefix)) => x.starts_with(prefix.as_str()),
         }
