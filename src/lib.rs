@@ -8,5 +8,6 @@ pub mod config;
 pub mod directory;
 pub mod emulator;
 pub mod model;
+pub mod plan;
 pub mod platform;
 pub mod source;
