@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
+use crate::report::{self, ApplyProgress};
+use crate::run::{reconcile, Connection, Mode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,8 +28,52 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what a sync would change, and change nothing.
+    /// Exit 0 in sync, 2 changes pending, 3 blocked by a safety limit, 1 error.
+    Plan(PlanArgs),
+    /// Apply the changes. Exit 0 applied (or nothing to do), 3 blocked,
+    /// 4 some operations failed, 1 error.
+    Sync(SyncArgs),
+    /// Validate a config file without touching the network or the source.
+    CheckConfig(ConfigArg),
     /// Serve a local stand-in for the platform's GraphQL API.
     Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The YAML config file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Plan only: behaves exactly like `dirsync plan`.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Lift the delete budgets for this one run.
+    #[arg(long)]
+    pub allow_deletes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -65,8 +112,63 @@ pub struct EmulatorArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Plan(args) => run_reconcile(&args.config.config, args.output, Mode::Plan).await,
+        Command::Sync(args) => {
+            let mode = if args.dry_run {
+                Mode::Plan
+            } else {
+                Mode::Apply {
+                    allow_deletes: args.allow_deletes,
+                }
+            };
+            run_reconcile(&args.config.config, args.output, mode).await
+        }
+        Command::CheckConfig(args) => {
+            Config::load(&args.config)?;
+            println!("{}: OK", args.config.display());
+            Ok(report::exit::OK)
+        }
         Command::Emulator(args) => run_emulator(args).await,
     }
+}
+
+async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> anyhow::Result<i32> {
+    let config = Config::load(path)?;
+    if let Mode::Apply {
+        allow_deletes: true,
+    } = mode
+    {
+        tracing::warn!("--allow-deletes: the delete budgets are LIFTED for this run; every planned delete will be sent.");
+        eprintln!("dirsync: WARNING: --allow-deletes lifts the delete budgets for this run.");
+    }
+    let connection = Connection::open(&config.platform).await?;
+    let progress = ApplyProgress::default();
+    let result = reconcile(&config, &connection, mode, &progress).await;
+    progress.finish();
+    connection.close().await?;
+    let outcome = result?;
+    let mode_name = if mode == Mode::Plan { "plan" } else { "sync" };
+    match output {
+        Output::Text => print!("{}", report::text(&outcome)),
+        Output::Json => println!("{}", report::json(&outcome, mode_name)),
+    }
+    let code = match mode {
+        Mode::Plan => report::plan_exit_code(&outcome),
+        Mode::Apply { .. } => report::sync_exit_code(&outcome),
+    };
+    tracing::info!(
+        mode = mode_name,
+        operations = outcome.plan.operations.len(),
+        user_deletes = outcome.plan.user_deletes(),
+        blocked = !outcome.blocked.is_empty(),
+        failed = outcome.report.as_ref().map_or(0, |r| r.failed()),
+        requests = outcome.requests.sent,
+        throttled = outcome.requests.throttled,
+        duration_ms = outcome.duration_ms,
+        exit_code = code,
+        "Run finished."
+    );
+    Ok(code)
 }
 
 async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<i32> {

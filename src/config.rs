@@ -340,7 +340,9 @@ pub enum PlatformTarget {
 #[derive(Clone, Debug)]
 pub struct PlatformSettings {
     pub target: PlatformTarget,
-    /// None for the emulator, which gets a fresh token of its own each run.
+    /// None: the emulator (a fresh token of its own each run), or, for a
+    /// URL, the environment (`PRISMATIC_API_KEY`, `PRISM_ACCESS_TOKEN`,
+    /// `PRISM_REFRESH_TOKEN`) read when the connection opens.
     pub auth: Option<AuthMethod>,
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,

@@ -3,11 +3,15 @@
 //!
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod emulator;
+pub mod guard;
 pub mod model;
 pub mod plan;
 pub mod platform;
+pub mod report;
+pub mod run;
 pub mod source;

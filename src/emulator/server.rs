@@ -167,7 +167,7 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulator, Emulator
             })
             .await
     });
-    tracing::info!(%addr, "Emulator listening.");
+    tracing::debug!(%addr, "Emulator listening.");
     Ok(RunningEmulator {
         addr,
         handle: EmulatorHandle { shared },
