@@ -101,6 +101,9 @@ pub fn text(r: &Reconcile) -> String {
     out
 }
 
+/// Outcome counts by kind, action and outcome.
+type OutcomeCounts = BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>;
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonOutput<'a> {
@@ -110,7 +113,7 @@ struct JsonOutput<'a> {
     /// Operations per kind and action: `{"user": {"create": 2}}`.
     counts: serde_json::Value,
     /// After an apply: outcomes per kind, action and outcome.
-    outcomes: Option<BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>>,
+    outcomes: Option<OutcomeCounts>,
     #[serde(flatten)]
     reconcile: &'a Reconcile,
 }
@@ -118,7 +121,7 @@ struct JsonOutput<'a> {
 /// The reconcile as JSON (schema in the README, "JSON output").
 pub fn json(r: &Reconcile, mode: &str) -> String {
     let outcomes = r.report.as_ref().map(|rep| {
-        let mut m: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>> = BTreeMap::new();
+        let mut m = OutcomeCounts::new();
         for op in &rep.operations {
             *m.entry(op.operation.kind().to_owned())
                 .or_default()
