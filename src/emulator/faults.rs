@@ -27,6 +27,9 @@ pub struct Faults {
     pub throttle_next: u32,
     /// The next N requests are answered with `error_status` (deterministic, for tests).
     pub fail_next: u32,
+    /// The next N mutations are carried out, but answered with 503 as if the
+    /// response had been lost on the way back (for idempotency tests).
+    pub lose_next_mutation_responses: u32,
 }
 
 impl Faults {
@@ -139,6 +142,15 @@ pub fn decide(faults: &mut Faults, window: &mut RateWindow, now: Instant, roll: 
         return Verdict::Fail(faults.error_status());
     }
     Verdict::Serve
+}
+
+/// After a mutation has been carried out: whether its response is "lost".
+pub fn lose_response(faults: &mut Faults) -> bool {
+    if faults.lose_next_mutation_responses > 0 {
+        faults.lose_next_mutation_responses -= 1;
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::faults::{decide, Faults, RateWindow, Stats, Verdict};
+use super::faults::{decide, lose_response, Faults, RateWindow, Stats, Verdict};
 use super::schema::{build_schema, EmulatorSchema, SharedStore};
 use super::seed::Seed;
 use super::store::{State, Store};
@@ -294,8 +294,10 @@ async fn api(
         )
             .into_response(),
     };
+    let mut is_mutation = false;
     if let Some((ty, fields)) = root_fields(&request) {
         let mut stats = guard(&shared.stats);
+        is_mutation = ty == OperationType::Mutation;
         match ty {
             OperationType::Mutation => stats.mutations += 1,
             _ => stats.queries += 1,
@@ -304,7 +306,16 @@ async fn api(
             *stats.operations.entry(f).or_insert(0) += 1;
         }
     }
-    Json(shared.schema.execute(request).await).into_response()
+    let response = shared.schema.execute(request).await;
+    if is_mutation && lose_response(&mut guard(&shared.faults)) {
+        guard(&shared.stats).server_errors += 1;
+        return with_retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &faults,
+            "Service unavailable",
+        );
+    }
+    Json(response).into_response()
 }
 
 async fn auth_meta(AxumState(shared): AxumState<Arc<Shared>>) -> Response {

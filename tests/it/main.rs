@@ -5,3 +5,4 @@ mod contract;
 mod emulator_cli;
 mod platform_client;
 mod support;
+mod sync;
