@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link step for every test).
 
 mod auth_refresh;
+mod cli;
 mod contract;
 mod emulator_cli;
 mod platform_client;

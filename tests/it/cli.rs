@@ -1,0 +1,326 @@
+//! The real `dirsync` binary: the quickstart flow, exit codes, JSON output,
+//! config errors, and a sync killed part-way that the next run converges.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn dirsync(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(args)
+        .current_dir(cwd)
+        .env("DIRSYNC_LOG", "warn")
+        .output()
+        .expect("dirsync runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A copy of the quickstart (config/example.yaml and its CSV) in a temp dir.
+fn quickstart() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("config");
+    std::fs::create_dir(&conf).unwrap();
+    for f in ["example.yaml", "example-users.csv"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f),
+            conf.join(f),
+        )
+        .unwrap();
+    }
+    let config = conf.join("example.yaml");
+    (dir, config)
+}
+
+#[test]
+fn the_quickstart_creates_then_reports_no_changes_then_shows_exactly_an_edit() {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    let state = dir.path().join(".dirsync-state/emulator.json");
+
+    let first = dirsync(&["sync", "-c", c], dir.path());
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    assert!(
+        stdout(&first).contains("Plan: 24 to create, 0 to update, 0 to delete."),
+        "{}",
+        stdout(&first)
+    );
+    assert!(state.exists(), "the emulator state is persisted");
+
+    let second = dirsync(&["sync", "-c", c], dir.path());
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        stdout(&second).contains("No changes. The platform matches the directory."),
+        "{}",
+        stdout(&second)
+    );
+
+    let plan = dirsync(&["plan", "-c", c], dir.path());
+    assert_eq!(plan.status.code(), Some(0), "in sync: exit 0");
+
+    // Edit one phone number in the CSV: the plan shows exactly that.
+    let csv = dir.path().join("config/example-users.csv");
+    let text = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("+1 555 0102", "+1 555 9999");
+    std::fs::write(&csv, text).unwrap();
+    let before = std::fs::read(&state).unwrap();
+    let plan = dirsync(&["plan", "-c", c], dir.path());
+    assert_eq!(plan.status.code(), Some(2), "changes pending: exit 2");
+    let shown = stdout(&plan);
+    assert!(shown.contains("  ~ user E1002  charles.babbage@acme.example\n      phone: \"+1 555 0102\" -> \"+1 555 9999\"\n"), "{shown}");
+    assert!(
+        shown.contains("Plan: 0 to create, 1 to update, 0 to delete."),
+        "{shown}"
+    );
+
+    let dry = dirsync(&["sync", "--dry-run", "-c", c], dir.path());
+    assert_eq!(dry.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "plan and --dry-run send no mutation"
+    );
+
+    let apply = dirsync(&["sync", "-c", c, "--output", "json"], dir.path());
+    assert_eq!(apply.status.code(), Some(0), "{}", stderr(&apply));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&apply)).unwrap();
+    assert_eq!(json["schemaVersion"], 1);
+    assert_eq!(json["mode"], "sync");
+    assert_eq!(json["counts"], serde_json::json!({"user": {"update": 1}}));
+    assert_eq!(
+        json["outcomes"],
+        serde_json::json!({"user": {"update": {"applied": 1}}})
+    );
+    assert_eq!(json["report"]["operations"][0]["outcome"], "applied");
+    assert_eq!(
+        json["report"]["operations"][0]["operation"]["action"],
+        "updateUser"
+    );
+    assert_eq!(json["plan"]["operations"][0]["externalId"], "E1002");
+    assert_eq!(
+        dirsync(&["plan", "-c", c], dir.path()).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn check_config_names_the_key_and_line_of_a_mistake() {
+    let (dir, config) = quickstart();
+    let ok = dirsync(
+        &["check-config", "-c", config.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("  adopt: false", "  adpot: false");
+    std::fs::write(&config, text).unwrap();
+    let bad = dirsync(
+        &["check-config", "-c", config.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("example.yaml:") && err.contains(": policy.adpot: unknown field `adpot`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_blocked_sync_exits_3_prints_the_staged_deletes_and_sends_nothing() {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    assert_eq!(
+        dirsync(&["sync", "-c", c], dir.path()).status.code(),
+        Some(0)
+    );
+    let csv = dir.path().join("config/example-users.csv");
+    let kept: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("E1004") && !l.starts_with("E1005"))
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
+    let state = dir.path().join(".dirsync-state/emulator.json");
+    let before = std::fs::read(&state).unwrap();
+
+    let blocked = dirsync(&["sync", "-c", c], dir.path()); // 2 of 20 = 10%: the default budget is reached
+    assert_eq!(blocked.status.code(), Some(3), "{}", stdout(&blocked));
+    let shown = stdout(&blocked);
+    assert!(
+        shown.contains("  - user E1004  alan.turing@acme.example in customer acme"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("BLOCKED: nothing was sent")
+            && shown.contains("2 user deletes of 20 managed users reach the budget"),
+        "{shown}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+    assert_eq!(
+        dirsync(&["plan", "-c", c], dir.path()).status.code(),
+        Some(3)
+    );
+
+    let allowed = dirsync(&["sync", "-c", c, "--allow-deletes"], dir.path());
+    assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));
+    assert!(
+        stderr(&allowed).contains("--allow-deletes lifts the delete budgets"),
+        "{}",
+        stderr(&allowed)
+    );
+    assert_eq!(
+        dirsync(&["plan", "-c", c], dir.path()).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_bad_csv_is_an_error_naming_the_file_and_line() {
+    let (dir, config) = quickstart();
+    let csv = dir.path().join("config/example-users.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("E9999,broken,row\n");
+    std::fs::write(&csv, text).unwrap();
+    let out = dirsync(&["plan", "-c", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("example-users.csv:22: the row has 3 fields but the header has 8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+async fn admin(url: &str, what: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/admin/{what}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    match response {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn a_sync_killed_part_way_is_converged_by_the_next_run_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    // A slow emulator in its own process, so killing the sync does not kill it.
+    let mut emu = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--latency-ms",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(emu.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim()
+            .strip_prefix("dirsync emulator listening on ")
+            .expect("the URL line")
+            .to_owned()
+    };
+    let mut csv = String::from("id,email,name,customer\n");
+    for i in 0..60 {
+        csv.push_str(&format!("u{i},user{i}@x.example,User {i},c{}\n", i % 3));
+    }
+    std::fs::write(dir.path().join("users.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("dirsync.yaml"),
+        format!(
+            "platform:\n  url: {url}\n  token: {{ file: token }}\n  requests_per_second: 1000\nsource:\n  csv:\n    users_file: users.csv\nmapping:\n  customer: {{ external_id: customer, name: customer }}\n  user: {{ external_id: id, customer: customer, email: email, name: name }}\n"
+        ),
+    )
+    .unwrap();
+    let mutations = || async {
+        admin(&url, "stats").await["mutations"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(["sync", "-c", "dirsync.yaml"])
+        .current_dir(dir.path())
+        .env("DIRSYNC_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Poll (with a deadline) until the sync is part-way through its apply.
+    let start = Instant::now();
+    while mutations().await < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sync never reached 10 mutations"
+        );
+        tokio::task::yield_now().await;
+    }
+    sync.kill().unwrap(); // SIGKILL, mid-apply
+    sync.wait().unwrap();
+    let sent = mutations().await;
+    assert!(sent < 63, "killed before the end ({sent} of 63 mutations)");
+
+    let rerun = dirsync(&["sync", "-c", "dirsync.yaml"], dir.path());
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&rerun),
+        stderr(&rerun)
+    );
+    let again = dirsync(&["plan", "-c", "dirsync.yaml"], dir.path());
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "converged: {}",
+        stdout(&again)
+    );
+
+    let state = admin(&url, "state").await;
+    let users: Vec<&serde_json::Value> = state["users"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|u| !u["customerId"].is_null())
+        .collect();
+    let customers: Vec<&serde_json::Value> = state["customers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| !c["externalId"].is_null())
+        .collect();
+    assert_eq!(users.len(), 60, "no duplicate users");
+    assert_eq!(customers.len(), 3, "no duplicate customers");
+    let _ = emu.kill();
+    let _ = emu.wait();
+}
