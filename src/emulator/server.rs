@@ -85,6 +85,10 @@ impl EmulatorHandle {
     pub fn accept_token(&self, token: &str) {
         guard(&self.shared.tokens).push(token.to_owned());
     }
+    /// Stops accepting every token (all requests get 401 from now on).
+    pub fn revoke_all_tokens(&self) {
+        guard(&self.shared.tokens).clear();
+    }
     pub fn set_faults(&self, faults: Faults) {
         *guard(&self.shared.faults) = faults;
     }

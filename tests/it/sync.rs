@@ -681,3 +681,176 @@ async fn a_duplicate_external_id_with_other_data_names_both_lines() {
         "{text}"
     );
 }
+
+/// Runs `at_start` when the apply starts (after the plan was made).
+struct OnStart<F: Fn() + Sync>(F);
+
+impl<F: Fn() + Sync> dirsync::apply::Progress for OnStart<F> {
+    fn started(&self, _: usize) {
+        (self.0)()
+    }
+    fn finished(&self, _: &dirsync::apply::OperationReport) {}
+}
+
+#[tokio::test]
+async fn an_authentication_failure_stops_the_apply() {
+    let s = Scenario::new(None).await;
+    s.write_users(&rows(10, 2));
+    let config = s.config("  apply_concurrency: 1\n");
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let handle = s.emu.handle.clone();
+    let progress = OnStart(move || handle.revoke_all_tokens());
+    let r = reconcile(
+        &config,
+        &connection,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+        &progress,
+    )
+    .await
+    .unwrap();
+    let report = r.report.as_ref().unwrap();
+    assert!(
+        report
+            .stopped
+            .as_deref()
+            .unwrap()
+            .starts_with("authentication failed"),
+        "{:?}",
+        report.stopped
+    );
+    assert!(matches!(
+        report.operations[0].outcome,
+        Outcome::Failed { .. }
+    ));
+    assert!(
+        report.operations[1..]
+            .iter()
+            .all(|o| matches!(o.outcome, Outcome::Skipped { .. })),
+        "{report:?}"
+    );
+    // One attempt, then nothing more: 401 is never retried.
+    assert_eq!(s.emu.handle.stats().unauthorized, 1);
+}
+
+#[tokio::test]
+async fn more_than_40_percent_failures_among_20_operations_stop_the_run() {
+    // The customer exists already: the plan is 40 user creates.
+    let mut seed = seed(0, 0);
+    seed.customers = vec![SeedCustomer {
+        name: "Customer 0".into(),
+        external_id: Some("c0".into()),
+        description: String::new(),
+        labels: vec!["gold".into()],
+        system: false,
+    }];
+    seed.users.clear();
+    let s = Scenario::new(Some(seed)).await;
+    s.write_users(&rows(40, 1));
+    let mut config = s.config("  apply_concurrency: 1\n");
+    config.platform.retry.max_attempts = 1;
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let handle = s.emu.handle.clone();
+    // Every user create fails (503) once the plan is made.
+    let progress = OnStart(move || {
+        handle.set_faults(Faults {
+            error_rate: 1.0,
+            retry_after_secs: Some(0),
+            ..Faults::default()
+        })
+    });
+    let r = reconcile(
+        &config,
+        &connection,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+        &progress,
+    )
+    .await
+    .unwrap();
+    let report = r.report.as_ref().unwrap();
+    let stopped = report.stopped.as_deref().unwrap();
+    assert_eq!(stopped, "20 of 20 operations failed (more than 40%)");
+    let skipped = report
+        .operations
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Skipped { .. }))
+        .count();
+    assert_eq!(skipped, 20, "40 operations, 20 tried");
+    assert_eq!(s.emu.handle.stats().server_errors, 20);
+}
+
+#[tokio::test]
+async fn an_unknown_role_name_is_a_config_error_before_anything_is_planned() {
+    let s = Scenario::new(None).await;
+    s.write_users(&rows(2, 1));
+    let text = s
+        .config_text("  adopt: false\n")
+        .replace("admin: Admin", "admin: Owner");
+    let path = s.dir.path().join("dirsync.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let err = reconcile(&config, &connection, Mode::Plan, &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config: mapping.roles: role \"Owner\" does not exist on the platform (customer roles there: Admin, Member, Marketplace Admin, Marketplace User)"
+    );
+}
+
+#[tokio::test]
+async fn customers_from_their_own_file_with_a_semicolon_delimiter() {
+    let s = Scenario::new(None).await;
+    std::fs::write(
+        s.dir.path().join("customers.csv"),
+        "\u{feff}id;title;notes;tier\nacme;Acme;Rockets;Gold\nglobex;Globex;;silver\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.dir.path().join("users.csv"),
+        "employee;mail;org\nu1;ada@acme.example;acme\nu2;bob@globex.example;globex\nu3;eve@nowhere.example;initech\n",
+    )
+    .unwrap();
+    let url = s.emu.url();
+    let text = format!(
+        "platform:\n  url: {url}\n  token: {{ file: token }}\nsource:\n  csv:\n    users_file: users.csv\n    customers_file: customers.csv\n    delimiter: \";\"\nmapping:\n  customer:\n    external_id: id\n    name: title\n    description: notes\n    labels: [tier]\n  user:\n    external_id: employee\n    customer: org\n    email: mail\n"
+    );
+    let path = s.dir.path().join("dirsync.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let r = reconcile(
+        &config,
+        &connection,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+        &Quiet,
+    )
+    .await
+    .unwrap();
+    all_applied(&r);
+    assert_eq!(r.plan.operations.len(), 4);
+    assert_eq!(r.plan.refused.len(), 1);
+    assert!(
+        r.plan.refused[0].to_string().ends_with(
+            "users.csv:4: customer (column org): customer \"initech\" is not in the customers file"
+        ),
+        "{}",
+        r.plan.refused[0]
+    );
+    let state = s.emu.handle.state();
+    let acme = state
+        .customers
+        .values()
+        .find(|c| c.external_id.as_deref() == Some("acme"))
+        .unwrap();
+    assert_eq!(
+        (acme.description.as_str(), acme.labels.clone()),
+        ("Rockets", vec!["gold".to_owned()])
+    );
+}
