@@ -91,6 +91,7 @@ pub struct Snapshot {
 
 /// Fields for `createCustomer`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NewCustomer {
     pub name: String,
     pub description: Option<String>,
@@ -100,6 +101,7 @@ pub struct NewCustomer {
 
 /// Fields for `updateCustomer`: `None` leaves a field as it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CustomerChanges {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -109,6 +111,7 @@ pub struct CustomerChanges {
 
 /// Fields for `createCustomerUser`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NewCustomerUser {
     pub customer_id: PlatformId,
     pub email: String,
@@ -121,6 +124,7 @@ pub struct NewCustomerUser {
 /// Fields for `updateUser`: `None` leaves a field as it is. The platform has
 /// no way to change a user's email or customer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserChanges {
     pub name: Option<String>,
     pub phone: Option<String>,

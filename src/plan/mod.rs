@@ -451,7 +451,11 @@ pub fn plan(
     let (users, ambiguous_users) =
         index_managed(&snapshot.users, |u| u.external_id.as_deref(), policy);
     out.scope = Scope {
-        managed_customers: customers.len() + ambiguous_customers.len(),
+        managed_customers: snapshot
+            .customers
+            .iter()
+            .filter(|c| policy.in_scope(c.external_id.as_deref()))
+            .count(),
         managed_users: snapshot
             .users
             .iter()
@@ -500,6 +504,7 @@ pub fn plan(
     // this plan, or blocked by a conflict).
     let mut customer_home: BTreeMap<&str, Option<&PlatformId>> = BTreeMap::new();
     let mut blocked_customers: BTreeSet<&str> = BTreeSet::new();
+    let mut created_names: BTreeMap<&str, &String> = BTreeMap::new();
 
     for (x, desired) in &directory.customers {
         if ambiguous_customers.contains(x.as_str()) {
@@ -571,6 +576,21 @@ pub fn plan(
                 });
             }
             None => {
+                // Names are unique on the platform: of two directory
+                // customers with one name, only the first is created.
+                if let Some(first) = created_names.insert(desired.name.trim(), x) {
+                    created_names.insert(desired.name.trim(), first);
+                    blocked_customers.insert(x);
+                    out.conflicts.push(Conflict {
+                        kind: "customer",
+                        external_id: x.clone(),
+                        reason: format!(
+                            "customer {first:?} in the directory has the same name {:?}; names must be unique",
+                            desired.name
+                        ),
+                    });
+                    continue;
+                }
                 customer_home.insert(x, None);
                 out.operations
                     .push(Operation::CreateCustomer(customer_create(desired)));
@@ -622,6 +642,27 @@ pub fn plan(
                         target.to_owned(),
                     )
                 };
+                // A recreate deletes first: if its create would then be
+                // refused (the new email belongs to another user), the user
+                // would be lost. Send nothing for it instead.
+                let email_owner = user_by_email
+                    .get(&desired.email.trim().to_lowercase())
+                    .filter(|owner| owner.id != actual.id);
+                if let (ChangePolicy::Recreate, Some(owner)) = (policy.email_change, email_owner) {
+                    let holder = match &owner.external_id {
+                        Some(other) => format!("user {other:?}"),
+                        None => "a user that dirsync does not manage".to_owned(),
+                    };
+                    out.conflicts.push(Conflict {
+                        kind: "user",
+                        external_id: x.clone(),
+                        reason: format!(
+                            "cannot recreate it with email {}: that email belongs to {holder}",
+                            desired.email
+                        ),
+                    });
+                    continue;
+                }
                 out.drift.push(Drift {
                     external_id: x.clone(),
                     what,

@@ -142,7 +142,24 @@ pub fn summary_line(plan: &Plan) -> String {
         }
     }
     if create + update + delete == 0 {
-        return "No changes. The platform matches the directory.".to_owned();
+        if plan.drift.is_empty() && plan.conflicts.is_empty() {
+            return "No changes. The platform matches the directory.".to_owned();
+        }
+        let mut parts = Vec::new();
+        match plan.drift.len() {
+            0 => {}
+            1 => parts.push("1 drift item".to_owned()),
+            n => parts.push(format!("{n} drift items")),
+        }
+        match plan.conflicts.len() {
+            0 => {}
+            1 => parts.push("1 conflict".to_owned()),
+            n => parts.push(format!("{n} conflicts")),
+        }
+        return format!(
+            "No changes to send; {} to look at (see above).",
+            parts.join(" and ")
+        );
     }
     format!("Plan: {create} to create, {update} to update, {delete} to delete.")
 }

@@ -4,6 +4,7 @@ mod auth_refresh;
 mod cli;
 mod contract;
 mod emulator_cli;
+mod planner;
 mod platform_client;
 mod support;
 mod sync;

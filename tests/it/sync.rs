@@ -585,34 +585,85 @@ async fn a_lost_create_response_is_recovered_by_external_id_without_duplicates()
 #[tokio::test]
 async fn users_of_a_customer_that_failed_to_be_created_are_skipped_and_reported() {
     let s = Scenario::new(None).await;
-    // Two directory customers with the same name: the platform refuses the second.
-    s.write_users(&[
-        "E1,a@x.example,A,,staff,c1,Same Name,gold".to_owned(),
-        "E2,b@x.example,B,,staff,c2,Same Name,gold".to_owned(),
-    ]);
-    let r = s.sync("  apply_concurrency: 1\n").await;
-    let report = r.report.as_ref().unwrap();
-    let failed: Vec<_> = report
+    s.write_users(&rows(4, 2));
+    let mut config = s.config("  apply_concurrency: 1\n");
+    config.platform.retry.max_attempts = 1;
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let handle = s.emu.handle.clone();
+    // The first customer create (c0) fails once the plan is made.
+    let progress = OnStart(move || {
+        handle.set_faults(Faults {
+            fail_next: 1,
+            retry_after_secs: Some(0),
+            ..Faults::default()
+        })
+    });
+    let r = reconcile(
+        &config,
+        &connection,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+        &progress,
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<_> = r
+        .report
+        .as_ref()
+        .unwrap()
         .operations
         .iter()
-        .filter(|o| !o.outcome.succeeded())
+        .map(|o| (o.operation.external_id().to_owned(), o.outcome.label()))
         .collect();
-    assert_eq!(failed.len(), 2, "{failed:?}");
-    assert!(
-        matches!(&failed[0].outcome, Outcome::Failed { error } if error.contains("name")),
-        "{:?}",
-        failed[0]
+    assert_eq!(
+        outcomes,
+        [
+            ("c0", "failed"),
+            ("c1", "applied"),
+            ("E0", "skipped"),
+            ("E1", "applied"),
+            ("E2", "skipped"),
+            ("E3", "applied")
+        ]
+        .map(|(x, o)| (x.to_owned(), o))
     );
+    let text = dirsync::report::text(&r);
     assert!(
-        matches!(&failed[1].outcome, Outcome::Skipped { reason } if reason.contains("c2")),
-        "{:?}",
-        failed[1]
+        text.contains("  ! create user E0: skipped: its customer c0 was not created or adopted"),
+        "{text}"
     );
     assert_eq!(
         dirsync::report::sync_exit_code(&r),
         dirsync::report::exit::PARTIAL_FAILURE
     );
-    assert_eq!(s.emu.handle.stats().operation("createCustomerUser"), 1);
+    // The next run finishes the job.
+    let again = s.sync(DEFAULT_POLICY).await;
+    all_applied(&again);
+    assert_eq!(again.plan.operations.len(), 3);
+}
+
+#[tokio::test]
+async fn two_directory_customers_with_one_name_are_a_conflict_not_a_doomed_create() {
+    let s = Scenario::new(None).await;
+    s.write_users(&[
+        "E1,a@x.example,A,,staff,c1,Same Name,gold".to_owned(),
+        "E2,b@x.example,B,,staff,c2,Same Name,gold".to_owned(),
+    ]);
+    let r = s.sync(DEFAULT_POLICY).await;
+    let conflicts: Vec<_> = r
+        .plan
+        .conflicts
+        .iter()
+        .map(|c| (c.kind, c.external_id.as_str()))
+        .collect();
+    assert_eq!(conflicts, [("customer", "c2"), ("user", "E2")]);
+    all_applied(&r);
+    assert_eq!(s.mutations(), 2, "c1 and E1 only");
+    assert_eq!(
+        dirsync::report::sync_exit_code(&r),
+        dirsync::report::exit::PARTIAL_FAILURE
+    );
 }
 
 #[tokio::test]
