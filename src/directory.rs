@@ -39,6 +39,10 @@ impl fmt::Display for Origin {
 pub struct SourceRecord {
     pub origin: Origin,
     pub values: BTreeMap<String, String>,
+    /// Set by a source that already knows the record cannot be used (an
+    /// LDAP user that matches no customer entry): the mapping refuses it
+    /// with this message.
+    pub problem: Option<String>,
 }
 
 impl SourceRecord {

@@ -13,9 +13,9 @@ need_root() {
   fi
 }
 
-# System packages the tests use (none beyond the Rust toolchain yet; the
-# LDAP source's tests add slapd and ldap-utils here).
-PACKAGES=()
+# System packages the tests use: a real OpenLDAP server and its tools for
+# the LDAP source's tests (tests/it/slapd.rs starts its own slapd).
+PACKAGES=(slapd ldap-utils)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

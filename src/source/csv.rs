@@ -73,6 +73,7 @@ pub fn read_records(
                 line,
             },
             values,
+            problem: None,
         });
     }
     Ok(records)

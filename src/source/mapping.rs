@@ -240,6 +240,10 @@ impl Builder<'_> {
         u: &crate::config::UserMapping,
         customers_from_users: bool,
     ) -> Result<Option<DesiredUser>, SourceError> {
+        if let Some(problem) = &record.problem {
+            self.refuse(&record.origin, None, problem.clone());
+            return Ok(None);
+        }
         let (Ok(x), Ok(customer), Ok(email)) = (
             self.required(record, "externalId", &u.external_id),
             self.required(record, "customer", &u.customer),

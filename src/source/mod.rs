@@ -6,6 +6,7 @@
 //! deletes.
 
 pub mod csv;
+pub mod ldap;
 pub mod mapping;
 
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub enum SourceError {
     },
     #[error("the source task failed: {0}")]
     Task(String),
+    #[error("LDAP: {0}")]
+    Ldap(#[from] ldap::LdapError),
 }
 
 /// Reads the configured source into a directory.
@@ -100,6 +103,16 @@ pub async fn read_directory(config: &Config) -> Result<Directory, SourceError> {
             })
             .await
             .map_err(|e| SourceError::Task(e.to_string()))?
+        }
+        SourceSettings::Ldap(settings) => {
+            let (customers, users) = ldap::read_records(settings, &config.mapping).await?;
+            build_directory(
+                Some(&customers),
+                &users,
+                &config.mapping,
+                &config.policy,
+                KeyKind("attribute"),
+            )
         }
     }
 }

@@ -1,0 +1,502 @@
+//! The LDAP source against a real slapd (tests/it/slapd.rs) and the emulator:
+//! each customer strategy, disabled accounts, paging past a size limit,
+//! failures that must delete nothing, TLS (StartTLS, LDAPS, wrong CA, wrong
+//! host name, plain ldap:// refused), filter injection, and a full sync.
+
+use std::collections::BTreeMap;
+
+use dirsync::apply::Quiet;
+use dirsync::config::Config;
+use dirsync::plan::Operation;
+use dirsync::run::{reconcile, Connection, Mode, Reconcile, RunError};
+
+use crate::slapd::*;
+use crate::support::*;
+
+/// Where a test's config points: the server, TLS, the strategy block.
+struct Setup<'a> {
+    url: String,
+    ca_file: Option<&'a std::path::Path>,
+    allow_insecure: bool,
+    page_size: u32,
+    users_base: &'a str,
+    customers: &'a str,
+    customer_name: &'a str,
+    extra: &'a str,
+}
+
+impl<'a> Setup<'a> {
+    fn new(ldap: &'a Slapd) -> Setup<'a> {
+        Setup {
+            url: ldap.url(),
+            ca_file: Some(ldap.ca_file()),
+            allow_insecure: false,
+            page_size: 500,
+            users_base: "ou=customers,dc=example,dc=com",
+            customers: "strategy: ancestor\n      base: ou=customers,dc=example,dc=com",
+            customer_name: "ou",
+            extra: "",
+        }
+    }
+
+    fn config(&self, dir: &std::path::Path, emulator_url: &str) -> Config {
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        std::fs::write(dir.join("ldap-password"), READER_PASSWORD).unwrap();
+        let ca = self
+            .ca_file
+            .map(|p| format!("    ca_file: {}\n", p.display()))
+            .unwrap_or_default();
+        let text = format!(
+            r#"platform:
+  url: {emulator_url}
+  token: {{ file: token }}
+  requests_per_second: 1000
+source:
+  ldap:
+    url: {url}
+{ca}    allow_insecure: {insecure}
+    bind_dn: {READER_DN}
+    bind_password: {{ file: ldap-password }}
+    page_size: {page}
+    users:
+      base: {users_base}
+    customers:
+      {customers}
+    disabled:
+      attribute_present: pwdAccountLockedTime
+{extra}mapping:
+  customer:
+    external_id: entryUUID
+    name: {name}
+    description: description
+  user:
+    external_id: entryUUID
+    customer: customer
+    email: mail
+    name: cn
+    phone: telephoneNumber
+    role: title
+  roles:
+    map: {{ admin: Admin }}
+    default: Member
+policy:
+  max_shrink_percent: 100
+"#,
+            url = self.url,
+            insecure = self.allow_insecure,
+            page = self.page_size,
+            users_base = self.users_base,
+            customers = self.customers,
+            name = self.customer_name,
+            extra = self.extra,
+        );
+        let path = dir.join("dirsync.yaml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).unwrap()
+    }
+}
+
+async fn run(
+    setup: &Setup<'_>,
+    mode: Mode,
+) -> (
+    Result<Reconcile, RunError>,
+    dirsync::emulator::RunningEmulator,
+) {
+    let emu = start_emulator(None).await;
+    let r = run_against(setup, &emu, mode).await;
+    (r, emu)
+}
+
+async fn run_against(
+    setup: &Setup<'_>,
+    emu: &dirsync::emulator::RunningEmulator,
+    mode: Mode,
+) -> Result<Reconcile, RunError> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup.config(dir.path(), &emu.url());
+    let connection = Connection::open(&config.platform).await.unwrap();
+    reconcile(&config, &connection, mode, &Quiet).await
+}
+
+/// User email -> customer name, from the plan's creates.
+fn placement(r: &Reconcile) -> BTreeMap<String, String> {
+    let names: BTreeMap<&str, &str> = r
+        .plan
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::CreateCustomer(c) => Some((c.external_id.as_str(), c.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    r.plan
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::CreateUser(u) => Some((
+                u.email.clone(),
+                names[u.customer_external_id.as_str()].to_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tls_server() -> Slapd {
+    let ldap = Slapd::builder().tls().start();
+    ldap.load_base();
+    ldap
+}
+
+#[tokio::test]
+async fn the_ancestor_strategy_maps_each_ou_to_a_customer_and_leaves_disabled_accounts_out() {
+    let ldap = tls_server();
+    let setup = Setup::new(&ldap);
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("alice.anders@acme.example", "Acme"),
+        ("bob.baker@acme.example", "Acme"),
+        ("Carol.Chen@Globex.example", "Globex"),
+        ("jose.muller@globex.example", "Globex"),
+        ("smith.admin@initech.example", "Initech"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(placement(&r), expected, "erin.evans is locked and absent");
+    let jose = r.plan.operations.iter().find_map(|op| match op {
+        Operation::CreateUser(u) if u.email.starts_with("jose") => Some(u.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        jose.unwrap().name.as_deref(),
+        Some("José Müller"),
+        "non-ASCII names survive"
+    );
+    let alice = r.plan.operations.iter().find_map(|op| match op {
+        Operation::CreateUser(u) if u.email.starts_with("alice") => Some(u.clone()),
+        _ => None,
+    });
+    let alice = alice.unwrap();
+    assert_eq!(alice.role, "Admin");
+    assert_eq!(
+        alice.phone.as_deref(),
+        Some("+1 555 0101"),
+        "the first of several values"
+    );
+    // The externalId is the entryUUID, never the DN.
+    assert!(
+        uuid::Uuid::parse_str(&alice.external_id).is_ok(),
+        "{}",
+        alice.external_id
+    );
+}
+
+#[tokio::test]
+async fn the_attribute_strategy_matches_a_user_attribute_to_a_customer_key() {
+    let ldap = tls_server();
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "ou=people,dc=example,dc=com";
+    setup.customers = "strategy: attribute\n      base: ou=customers,dc=example,dc=com\n      user_attribute: departmentNumber\n      key_attribute: ou";
+    setup.extra = "    prefer_suffix: { mail: \"@initech.example\" }\n";
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    let got = placement(&r);
+    assert_eq!(
+        got.get("frank.foster@acme.example").map(String::as_str),
+        Some("Acme")
+    );
+    assert_eq!(
+        got.get("grace.green@globex.example").map(String::as_str),
+        Some("Globex"),
+        "a trailing space does not matter"
+    );
+    assert_eq!(
+        got.get("jane.doe@globex.example").map(String::as_str),
+        Some("Globex")
+    );
+    assert_eq!(
+        got.get("judy.jones@acme.example").map(String::as_str),
+        Some("Acme")
+    );
+    assert!(got.contains_key("heidi.hall@initech.example"));
+    assert_eq!(got.len(), 5);
+    assert_eq!(r.plan.refused.len(), 1);
+    let refused = r.plan.refused[0].to_string();
+    assert!(
+        refused.starts_with(
+            "entry uid=ivan.ivanov,ou=people,dc=example,dc=com: matches no customer entry"
+        ),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn the_group_strategy_uses_member_lists_and_refuses_users_in_two_groups() {
+    let ldap = tls_server();
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "dc=example,dc=com";
+    setup.customers = "strategy: group\n      base: ou=groups,dc=example,dc=com";
+    setup.customer_name = "cn";
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    let got = placement(&r);
+    assert_eq!(
+        got.get("frank.foster@acme.example").map(String::as_str),
+        Some("Acme"),
+        "member DNs compare normalised"
+    );
+    assert_eq!(
+        got.get("jane.doe@globex.example").map(String::as_str),
+        Some("Globex"),
+        "an escaped comma in a DN"
+    );
+    assert_eq!(
+        got.get("ivan.ivanov@initech.example").map(String::as_str),
+        Some("Initech")
+    );
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert_eq!(r.plan.refused.len(), 1);
+    let refused = r.plan.refused[0].to_string();
+    assert!(
+        refused.contains("uid=judy.jones,ou=people,dc=example,dc=com: matches 2 customer entries"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn paging_reads_2500_users_past_a_size_limit_of_1000() {
+    let ldap = Slapd::builder().tls().size_limit(1000).start();
+    ldap.load_base();
+    ldap.add_users(2500);
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "ou=people,dc=example,dc=com";
+    setup.customers = "strategy: attribute\n      base: ou=customers,dc=example,dc=com\n      user_attribute: departmentNumber\n      key_attribute: ou";
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    assert_eq!(
+        r.plan.scope.directory_users, 2505,
+        "2,500 bulk users and the 5 fixture users of ou=people with a department"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_read_deletes_nothing() {
+    let ldap = Slapd::builder().tls().max_page_size(100).start();
+    ldap.load_base();
+    let setup = Setup::new(&ldap);
+    let emu = start_emulator(None).await;
+    let mut small_pages = Setup::new(&ldap);
+    small_pages.page_size = 100;
+    // A first sync puts the directory on the platform.
+    let first = run_against(
+        &small_pages,
+        &emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.report.unwrap().failed(), 0);
+    let before = emu.handle.stats().mutations;
+    // Pages of 500 are over the server's limit: adminLimitExceeded ends the read.
+    let err = run_against(
+        &setup,
+        &emu,
+        Mode::Apply {
+            allow_deletes: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("adminLimitExceeded (11)"), "{err}");
+    assert_eq!(
+        emu.handle.stats().mutations,
+        before,
+        "a failed read sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_size_limit_on_the_whole_paged_search_fails_the_read() {
+    // The service account may read 200 entries in all, paged or not.
+    let ldap = Slapd::builder().tls().paged_total_limit(200).start();
+    ldap.load_base();
+    ldap.add_users(300);
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "ou=people,dc=example,dc=com";
+    setup.page_size = 100;
+    setup.customers = "strategy: attribute\n      base: ou=customers,dc=example,dc=com\n      user_attribute: departmentNumber\n      key_attribute: ou";
+    let (r, emu) = run(
+        &setup,
+        Mode::Apply {
+            allow_deletes: true,
+        },
+    )
+    .await;
+    let err = r.unwrap_err();
+    assert!(err.to_string().contains("sizeLimitExceeded (4)"), "{err}");
+    assert_eq!(emu.handle.stats().mutations, 0);
+}
+
+#[tokio::test]
+async fn ldaps_and_starttls_work_with_the_test_ca() {
+    let ldap = tls_server();
+    let mut setup = Setup::new(&ldap);
+    setup.url = ldap.ldaps_url();
+    assert_eq!(
+        run(&setup, Mode::Plan)
+            .await
+            .0
+            .unwrap()
+            .plan
+            .scope
+            .directory_users,
+        5
+    );
+    setup.url = ldap.url(); // ldap:// + StartTLS
+    assert_eq!(
+        run(&setup, Mode::Plan)
+            .await
+            .0
+            .unwrap()
+            .plan
+            .scope
+            .directory_users,
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_refused_before_any_bind() {
+    let ldap = tls_server();
+    let other = TestCa::new("another CA");
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong, &other.cert_pem).unwrap();
+    for url in [ldap.ldaps_url(), ldap.url()] {
+        let mut setup = Setup::new(&ldap);
+        setup.url = url;
+        setup.ca_file = Some(&wrong);
+        let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+        assert!(
+            err.contains("cannot connect to") && !err.contains("bind as"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_name_is_refused() {
+    // The certificate names only "localhost"; we connect to 127.0.0.1.
+    let ldap = Slapd::builder().tls_for(&["localhost"]).start();
+    ldap.load_base();
+    let mut setup = Setup::new(&ldap);
+    setup.url = ldap.ldaps_url();
+    let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot connect to") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn plain_ldap_is_refused_unless_allow_insecure_is_set() {
+    let ldap = Slapd::start(); // no TLS at all
+    ldap.load_base();
+    let mut setup = Setup::new_without_tls(&ldap);
+    let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot connect to"),
+        "StartTLS is required: {err}"
+    );
+    setup.allow_insecure = true;
+    assert_eq!(
+        run(&setup, Mode::Plan)
+            .await
+            .0
+            .unwrap()
+            .plan
+            .scope
+            .directory_users,
+        5
+    );
+}
+
+impl<'a> Setup<'a> {
+    fn new_without_tls(ldap: &'a Slapd) -> Setup<'a> {
+        Setup {
+            url: ldap.url(),
+            ca_file: None,
+            allow_insecure: false,
+            page_size: 500,
+            users_base: "ou=customers,dc=example,dc=com",
+            customers: "strategy: ancestor\n      base: ou=customers,dc=example,dc=com",
+            customer_name: "ou",
+            extra: "",
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_filter_injection_in_a_mapped_value_matches_nothing_extra() {
+    let ldap = tls_server();
+    ldap.load_ldif_str(
+        "dn: uid=mallory,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: mallory\ncn: Mallory\nsn: M\nmail: mallory@evil.example\ndepartmentNumber: *)(ou=*\n\ndn: uid=trudy,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: trudy\ncn: Trudy\nsn: T\nmail: trudy@evil.example\ndepartmentNumber: *\n",
+    );
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "ou=people,dc=example,dc=com";
+    setup.customers = "strategy: attribute\n      base: ou=customers,dc=example,dc=com\n      user_attribute: departmentNumber\n      key_attribute: ou";
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    let got = placement(&r);
+    assert!(
+        !got.contains_key("mallory@evil.example") && !got.contains_key("trudy@evil.example"),
+        "{got:?}"
+    );
+    let refused: Vec<String> = r.plan.refused.iter().map(ToString::to_string).collect();
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.contains("uid=mallory") && m.contains("matches no customer entry")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.contains("uid=trudy") && m.contains("matches no customer entry")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_from_ldap_converges_and_then_reports_no_changes() {
+    let ldap = tls_server();
+    let setup = Setup::new(&ldap);
+    let emu = start_emulator(None).await;
+    let first = run_against(
+        &setup,
+        &emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.report.unwrap().failed(), 0);
+    assert_eq!(emu.handle.stats().mutations, 8, "3 customers, 5 users");
+    let second = run_against(
+        &setup,
+        &emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(second.plan.is_empty(), "{:?}", second.plan.operations);
+    assert_eq!(emu.handle.stats().mutations, 8);
+}
