@@ -500,3 +500,49 @@ async fn a_sync_from_ldap_converges_and_then_reports_no_changes() {
     assert!(second.plan.is_empty(), "{:?}", second.plan.operations);
     assert_eq!(emu.handle.stats().mutations, 8);
 }
+
+#[tokio::test]
+async fn a_preferred_suffix_picks_among_several_values_and_binary_values_do_not_panic() {
+    let ldap = tls_server();
+    // A JPEG-like binary value on a mapped attribute: never text, so absent.
+    ldap.load_ldif_str(
+        "dn: uid=pat,ou=Acme,ou=customers,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: pat\ncn: Pat\nsn: P\nmail: pat@acme.example\njpegPhoto:: /9j/4AAQSkZJRgABAQ==\n",
+    );
+    let mut setup = Setup::new(&ldap);
+    setup.extra = "    prefer_suffix: { mail: \"alice@acme.example\" }\n";
+    let (r, _emu) = run(&setup, Mode::Plan).await;
+    let r = r.unwrap();
+    let emails: Vec<&str> = r
+        .plan
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::CreateUser(u) => Some(u.email.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        emails.contains(&"alice@acme.example"),
+        "the second value, by preference: {emails:?}"
+    );
+    assert!(emails.contains(&"pat@acme.example"));
+
+    // The binary attribute mapped to a text field reads as absent, without a panic.
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_emulator(None).await;
+    let config = Setup::new(&ldap).config(dir.path(), &emu.url());
+    let text = std::fs::read_to_string(&config.path)
+        .unwrap()
+        .replace("phone: telephoneNumber", "phone: jpegPhoto");
+    std::fs::write(&config.path, text).unwrap();
+    let config = Config::load(&config.path).unwrap();
+    let connection = Connection::open(&config.platform).await.unwrap();
+    let r = reconcile(&config, &connection, Mode::Plan, &Quiet)
+        .await
+        .unwrap();
+    let pat = r.plan.operations.iter().find_map(|op| match op {
+        Operation::CreateUser(u) if u.email == "pat@acme.example" => Some(u.phone.clone()),
+        _ => None,
+    });
+    assert_eq!(pat, Some(Some(String::new())));
+}
