@@ -13,5 +13,6 @@ pub mod model;
 pub mod plan;
 pub mod platform;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod source;

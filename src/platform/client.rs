@@ -24,7 +24,7 @@ use url::Url;
 use super::auth::{AuthMethod, TokenProvider};
 use super::error::PlatformError;
 use super::operations::{self as ops, *};
-use super::retry::{parse_retry_after, with_retries, RetryPolicy};
+use crate::retry::{parse_retry_after, with_retries, RetryPolicy};
 use crate::model::{
     AuthenticatedUser, CustomerChanges, NewCustomer, NewCustomerUser, PlatformCustomer, PlatformId,
     PlatformUser, Role, Snapshot, UserChanges,

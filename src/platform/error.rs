@@ -133,6 +133,29 @@ fn retry_after_text(d: &Option<Duration>) -> String {
     }
 }
 
+impl crate::retry::Retryable for PlatformError {
+    fn is_retryable(&self) -> bool {
+        PlatformError::is_retryable(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        PlatformError::retry_after(self)
+    }
+    fn exhausted(operation: &'static str, attempts: u32, last: Self) -> Self {
+        PlatformError::RetriesExhausted {
+            operation,
+            attempts,
+            last: Box::new(last),
+        }
+    }
+    fn wait_too_long(operation: &'static str, wait: Duration, limit: Duration) -> Self {
+        PlatformError::RetryAfterTooLong {
+            operation,
+            wait,
+            limit,
+        }
+    }
+}
+
 impl PlatformError {
     /// Whether sending the same request again may succeed: connection
     /// failures, timeouts, throttling and 5xx. Authentication failures, GraphQL

@@ -1,15 +1,14 @@
 //! The platform side of the sync: a typed GraphQL client for Prismatic's API.
 //!
-//! `client` sends requests (auth, rate limit, retries, pagination), `auth`
-//! supplies tokens, `retry` runs the backoff loop, `error` classifies what
-//! went wrong, and `operations` holds the generated GraphQL types, which do
+//! `client` sends requests (auth, rate limit, retries through
+//! `crate::retry`, pagination), `auth` supplies tokens, `error` classifies
+//! what went wrong, and `operations` holds the generated GraphQL types, which do
 //! not leave this folder.
 
 mod auth;
 mod client;
 mod error;
 mod operations;
-mod retry;
 
 pub use auth::{
     jwt_lifetime, AuthError, AuthMethod, SecretSource, TokenProvider, DEFAULT_REFRESH_MARGIN,
@@ -17,4 +16,4 @@ pub use auth::{
 };
 pub use client::{ClientSetupError, PlatformClient, PlatformConfig, RequestStats, MAX_PAGE_SIZE};
 pub use error::{FieldError, PlatformError};
-pub use retry::{parse_retry_after, RetryPolicy};
+pub use crate::retry::{parse_retry_after, RetryPolicy};

@@ -6,6 +6,7 @@
 //! deletes.
 
 pub mod csv;
+pub mod http;
 pub mod ldap;
 pub mod mapping;
 
@@ -72,6 +73,8 @@ pub enum SourceError {
     Task(String),
     #[error("LDAP: {0}")]
     Ldap(#[from] ldap::LdapError),
+    #[error("HTTP source: {0}")]
+    Http(#[from] http::HttpError),
 }
 
 /// Reads the configured source into a directory.
@@ -103,6 +106,16 @@ pub async fn read_directory(config: &Config) -> Result<Directory, SourceError> {
             })
             .await
             .map_err(|e| SourceError::Task(e.to_string()))?
+        }
+        SourceSettings::Http(settings) => {
+            let (customers, users) = http::read_records(settings, &config.mapping).await?;
+            build_directory(
+                customers.as_deref(),
+                &users,
+                &config.mapping,
+                &config.policy,
+                KeyKind("path"),
+            )
         }
         SourceSettings::Ldap(settings) => {
             let (customers, users) = ldap::read_records(settings, &config.mapping).await?;

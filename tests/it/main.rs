@@ -4,6 +4,7 @@ mod auth_refresh;
 mod cli;
 mod contract;
 mod emulator_cli;
+mod http_source;
 mod ldap;
 mod planner;
 mod platform_client;

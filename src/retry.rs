@@ -1,15 +1,26 @@
-//! Retrying requests: exponential backoff with jitter (the `backoff` crate),
-//! a bounded number of attempts, and the platform's `Retry-After` honoured.
+//! Retrying HTTP requests (the platform's API, HTTP sources): exponential
+//! backoff with jitter (the `backoff` crate), a bounded number of attempts,
+//! and the server's `Retry-After` honoured.
 //!
-//! What is retryable is decided by [`PlatformError::is_retryable`]; this module
-//! only runs the loop.
+//! What is retryable is decided by each boundary's error type through
+//! [`Retryable`]; this module only runs the loop.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use backoff::ExponentialBackoffBuilder;
 
-use super::error::PlatformError;
+/// What the retry loop needs to know about an error type.
+pub trait Retryable: std::fmt::Display + Sized {
+    /// Whether sending the same request again may succeed.
+    fn is_retryable(&self) -> bool;
+    /// How long the server asked us to wait.
+    fn retry_after(&self) -> Option<Duration>;
+    /// The error for "gave up after `attempts` attempts".
+    fn exhausted(operation: &'static str, attempts: u32, last: Self) -> Self;
+    /// The error for "the server asked to wait longer than we will".
+    fn wait_too_long(operation: &'static str, wait: Duration, limit: Duration) -> Self;
+}
 
 /// How hard to try before giving up on one request.
 #[derive(Clone, Debug)]
@@ -47,14 +58,15 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Runs `attempt` until it succeeds, fails with a final error, or runs out of
 /// attempts. Each retry is logged with the attempt number and the wait.
-pub async fn with_retries<T, F, Fut>(
+pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
     operation: &'static str,
     mut attempt: F,
-) -> Result<T, PlatformError>
+) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, PlatformError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let max_attempts = policy.max_attempts.max(1);
     let backoff = ExponentialBackoffBuilder::new()
@@ -75,28 +87,24 @@ where
                 match fut.await {
                     Ok(v) => Ok(v),
                     Err(e) if !e.is_retryable() => Err(backoff::Error::permanent(e)),
-                    Err(e) if this_attempt >= max_attempts => {
-                        Err(backoff::Error::permanent(PlatformError::RetriesExhausted {
-                            operation,
-                            attempts: this_attempt,
-                            last: Box::new(e),
-                        }))
-                    }
+                    Err(e) if this_attempt >= max_attempts => Err(backoff::Error::permanent(
+                        E::exhausted(operation, this_attempt, e),
+                    )),
                     Err(e) => match e.retry_after() {
-                        Some(wait) if wait > policy.max_retry_after => Err(
-                            backoff::Error::permanent(PlatformError::RetryAfterTooLong {
+                        Some(wait) if wait > policy.max_retry_after => {
+                            Err(backoff::Error::permanent(E::wait_too_long(
                                 operation,
                                 wait,
-                                limit: policy.max_retry_after,
-                            }),
-                        ),
+                                policy.max_retry_after,
+                            )))
+                        }
                         Some(wait) => Err(backoff::Error::retry_after(e, wait)),
                         None => Err(backoff::Error::transient(e)),
                     },
                 }
             }
         },
-        |err: PlatformError, wait: Duration| {
+        |err: E, wait: Duration| {
             tracing::warn!(
                 operation,
                 error = %err,
@@ -111,6 +119,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::PlatformError;
 
     #[test]
     fn retry_after_in_seconds() {
