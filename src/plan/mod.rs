@@ -9,7 +9,8 @@
 
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 
@@ -401,17 +402,52 @@ fn user_create(
     }
 }
 
+/// An email as a map key: compared and hashed trimmed and ASCII
+/// case-insensitively, the way `same_email` compares, without allocating.
+#[derive(Clone, Copy)]
+struct Caseless<'a>(&'a str);
+
+impl PartialEq for Caseless<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.trim().eq_ignore_ascii_case(other.0.trim())
+    }
+}
+
+impl Eq for Caseless<'_> {}
+
+impl Hash for Caseless<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Lowercased a chunk at a time: one hasher call per 64 bytes.
+        let mut buf = [0u8; 64];
+        for chunk in self.0.trim().as_bytes().chunks(buf.len()) {
+            let out = &mut buf[..chunk.len()];
+            out.copy_from_slice(chunk);
+            out.make_ascii_lowercase();
+            state.write(out);
+        }
+        state.write_u8(0xff);
+    }
+}
+
+/// Hash maps for the large per-run indexes: foldhash (fast, randomly seeded).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+fn fast_map<K, V>(capacity: usize) -> FastMap<K, V> {
+    HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
+}
+
 /// Groups platform records by managed externalId; an externalId carried by
-/// more than one record is ambiguous and set aside.
+/// more than one record is ambiguous and set aside. Hash maps: the plan's
+/// order comes from the final sort, never from these indexes.
 fn index_managed<'a, T>(
     records: &'a [T],
     external_id: impl Fn(&T) -> Option<&str>,
     policy: &Policy,
-) -> (BTreeMap<&'a str, &'a T>, BTreeSet<&'a str>)
+) -> (FastMap<&'a str, &'a T>, BTreeSet<&'a str>)
 where
     T: 'a,
 {
-    let mut by_id: BTreeMap<&str, &T> = BTreeMap::new();
+    let mut by_id: FastMap<&str, &T> = fast_map(records.len());
     let mut ambiguous = BTreeSet::new();
     for r in records {
         let Some(x) = external_id(r).filter(|x| policy.in_scope(Some(x))) else {
@@ -446,9 +482,11 @@ pub fn plan(
         refused: directory.refused.clone(),
         ..Plan::default()
     };
-    let (customers, ambiguous_customers) =
+    // Managed records by externalId. Each directory record takes its match
+    // out, so what remains afterwards is what the directory no longer holds.
+    let (mut customers, ambiguous_customers) =
         index_managed(&snapshot.customers, |c| c.external_id.as_deref(), policy);
-    let (users, ambiguous_users) =
+    let (mut users, ambiguous_users) =
         index_managed(&snapshot.users, |u| u.external_id.as_deref(), policy);
     out.scope = Scope {
         managed_customers: snapshot
@@ -483,35 +521,35 @@ pub fn plan(
 
     // Unmanaged customers by name and unmanaged users by email: for adoption
     // and for conflicts a create would run into.
-    let unmanaged_customer_by_name: BTreeMap<&str, &PlatformCustomer> = snapshot
+    let unmanaged_customer_by_name: HashMap<&str, &PlatformCustomer> = snapshot
         .customers
         .iter()
         .filter(|c| c.external_id.is_none())
         .map(|c| (c.name.trim(), c))
         .collect();
-    let customer_name_owner: BTreeMap<&str, &PlatformCustomer> = snapshot
+    let customer_name_owner: HashMap<&str, &PlatformCustomer> = snapshot
         .customers
         .iter()
         .map(|c| (c.name.trim(), c))
         .collect();
-    let user_by_email: BTreeMap<String, &PlatformUser> = snapshot
-        .users
-        .iter()
-        .map(|u| (u.email.trim().to_lowercase(), u))
-        .collect();
+    let mut user_by_email: FastMap<Caseless<'_>, &PlatformUser> = fast_map(snapshot.users.len());
+    for u in &snapshot.users {
+        user_by_email.insert(Caseless(&u.email), u);
+    }
 
     // Where each directory customer lives on the platform (None: created by
     // this plan, or blocked by a conflict).
-    let mut customer_home: BTreeMap<&str, Option<&PlatformId>> = BTreeMap::new();
+    let mut customer_home: FastMap<&str, Option<&PlatformId>> = fast_map(directory.customers.len());
     let mut blocked_customers: BTreeSet<&str> = BTreeSet::new();
     let mut created_names: BTreeMap<&str, &String> = BTreeMap::new();
 
     for (x, desired) in &directory.customers {
+        let matched = customers.remove(x.as_str());
         if ambiguous_customers.contains(x.as_str()) {
             blocked_customers.insert(x);
             continue;
         }
-        if let Some(actual) = customers.get(x.as_str()) {
+        if let Some(actual) = matched {
             customer_home.insert(x, Some(&actual.id));
             let (changes, patch) = customer_changes(desired, actual);
             if patch.name.is_some() {
@@ -599,6 +637,7 @@ pub fn plan(
     }
 
     for (x, desired) in &directory.users {
+        let matched = users.remove(x.as_str());
         if ambiguous_users.contains(x.as_str()) {
             continue;
         }
@@ -622,7 +661,7 @@ pub fn plan(
             continue;
         }
         let home = customer_home.get(target).copied().flatten();
-        if let Some(actual) = users.get(x.as_str()) {
+        if let Some(actual) = matched {
             let email_changed = !same_email(&desired.email, &actual.email);
             let moved = home != Some(&actual.customer_id);
             if email_changed || moved {
@@ -646,7 +685,7 @@ pub fn plan(
                 // refused (the new email belongs to another user), the user
                 // would be lost. Send nothing for it instead.
                 let email_owner = user_by_email
-                    .get(&desired.email.trim().to_lowercase())
+                    .get(&Caseless(&desired.email))
                     .filter(|owner| owner.id != actual.id);
                 if let (ChangePolicy::Recreate, Some(owner)) = (policy.email_change, email_owner) {
                     let holder = match &owner.external_id {
@@ -695,7 +734,7 @@ pub fn plan(
             }
             continue;
         }
-        match user_by_email.get(&desired.email.trim().to_lowercase()) {
+        match user_by_email.get(&Caseless(&desired.email)) {
             Some(owner)
                 if policy.adopt
                     && owner.external_id.is_none()
@@ -740,11 +779,20 @@ pub fn plan(
 
     // Deletes: managed records the directory no longer holds.
     let unknown = &directory.unknown;
-    let mut users_by_customer: BTreeMap<&PlatformId, Vec<&PlatformUser>> = BTreeMap::new();
-    for u in &snapshot.users {
-        users_by_customer.entry(&u.customer_id).or_default().push(u);
+    // The users of the customers that might be deleted (and only those: for
+    // most runs there are none, and this map is never built).
+    let mut users_by_customer: HashMap<&PlatformId, Vec<&PlatformUser>> = HashMap::new();
+    if policy.delete_customers.is_some() {
+        let candidates: HashSet<&PlatformId> = customers.values().map(|c| &c.id).collect();
+        if !candidates.is_empty() {
+            for u in &snapshot.users {
+                if candidates.contains(&u.customer_id) {
+                    users_by_customer.entry(&u.customer_id).or_default().push(u);
+                }
+            }
+        }
     }
-    let mut deleted_customers: BTreeSet<&PlatformId> = BTreeSet::new();
+    let mut deleted_customers: HashSet<&PlatformId> = HashSet::new();
     for (x, actual) in &customers {
         if directory.customers.contains_key(*x) {
             continue;

@@ -24,11 +24,11 @@ use url::Url;
 use super::auth::{AuthMethod, TokenProvider};
 use super::error::PlatformError;
 use super::operations::{self as ops, *};
-use crate::retry::{parse_retry_after, with_retries, RetryPolicy};
 use crate::model::{
     AuthenticatedUser, CustomerChanges, NewCustomer, NewCustomerUser, PlatformCustomer, PlatformId,
     PlatformUser, Role, Snapshot, UserChanges,
 };
+use crate::retry::{parse_retry_after, with_retries, RetryPolicy};
 
 /// Largest page the platform serves (and its default).
 pub const MAX_PAGE_SIZE: i64 = 100;

@@ -10,10 +10,10 @@ mod client;
 mod error;
 mod operations;
 
+pub use crate::retry::{parse_retry_after, RetryPolicy};
 pub use auth::{
     jwt_lifetime, AuthError, AuthMethod, SecretSource, TokenProvider, DEFAULT_REFRESH_MARGIN,
     ENV_ACCESS_TOKEN, ENV_API_KEY, ENV_REFRESH_TOKEN,
 };
 pub use client::{ClientSetupError, PlatformClient, PlatformConfig, RequestStats, MAX_PAGE_SIZE};
 pub use error::{FieldError, PlatformError};
-pub use crate::retry::{parse_retry_after, RetryPolicy};
