@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{NewCustomer, NewCustomerUser, PlatformId, Snapshot};
 use crate::plan::{Operation, Phase, Plan, UserCreate};
@@ -73,6 +74,13 @@ impl ApplyReport {
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. }))
             .count()
     }
+
+    /// Whether the run stopped because the platform refused the credentials.
+    pub fn stopped_by_auth(&self) -> bool {
+        self.stopped
+            .as_deref()
+            .is_some_and(|s| s.starts_with(AUTH_STOPPED))
+    }
 }
 
 /// How an apply runs.
@@ -80,7 +88,15 @@ impl ApplyReport {
 pub struct ApplyOptions {
     /// Operations in flight at once (the client's own cap still applies).
     pub concurrency: usize,
+    /// Once cancelled (a shutdown), operations not yet started are skipped
+    /// with the reason [`SHUTTING_DOWN`]; those in flight finish.
+    pub cancel: CancellationToken,
 }
+
+/// The start of `ApplyReport::stopped` after an authentication failure.
+const AUTH_STOPPED: &str = "authentication failed";
+/// Why operations are skipped after a shutdown began.
+pub const SHUTTING_DOWN: &str = "shutting down";
 
 /// Stop the run when more than this share of at least `FAILURE_MIN_OPS`
 /// finished operations failed: something is wrong beyond single records.
@@ -109,6 +125,7 @@ struct Run<'a> {
     failed_customers: Mutex<std::collections::BTreeSet<String>>,
     finished: Mutex<(usize, usize)>,
     stop: Mutex<Option<String>>,
+    cancel: CancellationToken,
 }
 
 impl Run<'_> {
@@ -119,7 +136,7 @@ impl Run<'_> {
     fn record(&self, outcome: &Outcome, error: Option<&PlatformError>) {
         if let Some(e) = error.filter(|e| e.is_auth()) {
             if let Ok(mut stop) = self.stop.lock() {
-                stop.get_or_insert_with(|| format!("authentication failed: {e}"));
+                stop.get_or_insert_with(|| format!("{AUTH_STOPPED}: {e}"));
             }
         }
         if let Ok(mut f) = self.finished.lock() {
@@ -143,6 +160,17 @@ impl Run<'_> {
     }
 
     async fn run(&self, op: &Operation) -> (Outcome, Option<PlatformError>) {
+        if self.cancel.is_cancelled() {
+            if let Ok(mut stop) = self.stop.lock() {
+                stop.get_or_insert_with(|| SHUTTING_DOWN.to_owned());
+            }
+            return (
+                Outcome::Skipped {
+                    reason: SHUTTING_DOWN.to_owned(),
+                },
+                None,
+            );
+        }
         if let Some(why) = self.stopped() {
             return (
                 Outcome::Skipped {
@@ -335,6 +363,7 @@ pub async fn apply(
         failed_customers: Mutex::new(Default::default()),
         finished: Mutex::new((0, 0)),
         stop: Mutex::new(None),
+        cancel: options.cancel.clone(),
     };
     // Adopted customers are reachable by their new externalId at once.
     if let Ok(ids) = run.customer_ids.get_mut() {
@@ -361,7 +390,13 @@ pub async fn apply(
             .filter(|op| op.phase() == phase)
             .collect();
         let run = &run;
-        let mut done: Vec<(usize, OperationReport)> = stream::iter(ops.into_iter().enumerate())
+        // The futures are built first (they start only when polled, at most
+        // `concurrency` at a time): a stream holding the closure instead
+        // trips rustc's "FnOnce is not general enough" when the apply runs
+        // in a spawned task (the daemon).
+        let pending: Vec<_> = ops
+            .into_iter()
+            .enumerate()
             .map(|(i, op)| async move {
                 let (outcome, error) = run.run(op).await;
                 run.record(&outcome, error.as_ref());
@@ -388,6 +423,8 @@ pub async fn apply(
                 progress.finished(&report);
                 (i, report)
             })
+            .collect();
+        let mut done: Vec<(usize, OperationReport)> = stream::iter(pending)
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;

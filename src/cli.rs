@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::daemon::{self, StateLock};
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
 use crate::report::{self, ApplyProgress};
 use crate::run::{reconcile, Connection, Mode};
@@ -34,6 +35,9 @@ pub enum Command {
     /// Apply the changes. Exit 0 applied (or nothing to do), 3 blocked,
     /// 4 some operations failed, 1 error.
     Sync(SyncArgs),
+    /// Run as a service: reconcile on the config's schedule until SIGTERM.
+    /// Reloads the config on SIGHUP; talks to systemd (Type=notify).
+    Run(ConfigArg),
     /// Validate a config file without touching the network or the source.
     CheckConfig(ConfigArg),
     /// Serve a local stand-in for the platform's GraphQL API.
@@ -128,12 +132,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}: OK", args.config.display());
             Ok(report::exit::OK)
         }
+        Command::Run(args) => {
+            daemon::run(&args.config).await?;
+            Ok(report::exit::OK)
+        }
         Command::Emulator(args) => run_emulator(args).await,
     }
 }
 
 async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> anyhow::Result<i32> {
     let config = Config::load(path)?;
+    // Never beside the daemon or another sync: held until this returns.
+    let _lock = match mode {
+        Mode::Apply { .. } => Some(StateLock::acquire(&config.state_dir)?),
+        Mode::Plan => None,
+    };
     if let Mode::Apply {
         allow_deletes: true,
     } = mode

@@ -3,13 +3,16 @@
 //! file, the key path and, where the YAML parser gives it, line and column.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::daemon::schedule::{CronSchedule, ScheduleError};
 use crate::platform::{AuthMethod, RetryPolicy, SecretSource, DEFAULT_REFRESH_MARGIN};
 
 /// Why a configuration cannot be used.
@@ -66,6 +69,9 @@ struct RawConfig {
     mapping: RawMapping,
     #[serde(default)]
     policy: RawPolicy,
+    state_dir: Option<PathBuf>,
+    schedule: Option<RawSchedule>,
+    metrics: Option<RawMetrics>,
 }
 
 // `source` is written as a one-key map (`source: { csv: {...} }`), which
@@ -568,6 +574,13 @@ pub struct Config {
     pub source: SourceSettings,
     pub mapping: Mapping,
     pub policy: Policy,
+    /// Where the lock file lives (`state_dir`, else `$STATE_DIRECTORY`,
+    /// else `.dirsync-state` in the config file's folder).
+    pub state_dir: PathBuf,
+    /// `dirsync run`'s schedule; required by it, ignored by the rest.
+    pub schedule: Option<ScheduleSettings>,
+    /// `dirsync run`'s metrics endpoint; None: off.
+    pub metrics: Option<MetricsSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -1165,7 +1178,7 @@ fn resolve_against(config_path: &Path, p: &Path) -> PathBuf {
 }
 
 const SECRET_SHAPE: &str =
-    "must be a map with exactly one of env, file or credential (the token itself never goes in the config)";
+    "must be a map with one or more of credential, file and env, tried in that order (the token itself never goes in the config)";
 
 /// serde_yaml appends " at line L column C"; we print the location ourselves.
 fn strip_location(message: &str) -> String {
@@ -1208,16 +1221,26 @@ impl Checker<'_> {
         }
     }
 
+    /// One place, or several tried in the order credential, file, env.
     fn secret(&self, key: &str, raw: &RawSecret) -> Result<SecretSource, ConfigError> {
-        match (&raw.env, &raw.file, &raw.credential) {
-            (Some(var), None, None) => Ok(SecretSource::Env(
-                self.non_empty(&format!("{key}.env"), var)?,
-            )),
-            (None, Some(file), None) => Ok(SecretSource::File(resolve_against(self.path, file))),
-            (None, None, Some(name)) => Ok(SecretSource::Credential(
+        let mut sources = Vec::new();
+        if let Some(name) = &raw.credential {
+            sources.push(SecretSource::Credential(
                 self.non_empty(&format!("{key}.credential"), name)?,
-            )),
-            _ => Err(self.invalid(key, SECRET_SHAPE)),
+            ));
+        }
+        if let Some(file) = &raw.file {
+            sources.push(SecretSource::File(resolve_against(self.path, file)));
+        }
+        if let Some(var) = &raw.env {
+            sources.push(SecretSource::Env(
+                self.non_empty(&format!("{key}.env"), var)?,
+            ));
+        }
+        match <[SecretSource; 1]>::try_from(sources) {
+            Ok([one]) => Ok(one),
+            Err(none) if none.is_empty() => Err(self.invalid(key, SECRET_SHAPE)),
+            Err(several) => Ok(SecretSource::FirstOf(several)),
         }
     }
 }
@@ -1378,13 +1401,283 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         pol.delete_customers.max_percent,
     )?;
 
+    let state_dir = match &raw.state_dir {
+        Some(dir) => resolve_against(path, dir),
+        None => default_state_dir(path, std::env::var_os("STATE_DIRECTORY")),
+    };
+    let schedule = raw
+        .schedule
+        .as_ref()
+        .map(|s| validate_schedule(&c, s))
+        .transpose()?;
+    let metrics = raw
+        .metrics
+        .as_ref()
+        .map(|m| validate_metrics(&c, m))
+        .transpose()?;
+
     Ok(Config {
         path: path.to_path_buf(),
         platform,
         source,
         mapping,
         policy,
+        state_dir,
+        schedule,
+        metrics,
     })
+}
+
+// --------------------------------------- dirsync run: state, schedule, metrics
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: String,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
+    #[serde(default)]
+    run_at_start: bool,
+    #[serde(default)]
+    jitter_secs: u64,
+    #[serde(default = "default_auth_backoff")]
+    auth_backoff_secs: u64,
+    #[serde(default = "default_stop_timeout")]
+    stop_timeout_secs: u64,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+fn default_auth_backoff() -> u64 {
+    3600
+}
+fn default_stop_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
+    #[serde(default = "default_health_max_age")]
+    health_max_age_secs: u64,
+}
+
+fn default_health_max_age() -> u64 {
+    3600
+}
+
+/// When `dirsync run` reconciles.
+#[derive(Clone, Debug)]
+pub struct ScheduleSettings {
+    pub cron: CronSchedule,
+    /// Run once right after start-up, before the first fire time.
+    pub run_at_start: bool,
+    /// Each run starts up to this much after its fire time (random).
+    pub jitter: Duration,
+    /// After an authentication failure, no run for this long (or until a reload).
+    pub auth_backoff: Duration,
+    /// On SIGTERM, how long the operations in flight may take to finish.
+    pub stop_timeout: Duration,
+}
+
+/// The Prometheus endpoint and the health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: SocketAddr,
+    /// `/healthz` fails when the last successful run is older than this.
+    pub health_max_age: Duration,
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first when it lists
+/// several), else `.dirsync-state` in the config file's folder.
+fn default_state_dir(config_path: &Path, state_directory: Option<OsString>) -> PathBuf {
+    if let Some(first) = state_directory
+        .as_ref()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').find(|p| !p.is_empty()))
+    {
+        return PathBuf::from(first);
+    }
+    resolve_against(config_path, Path::new(".dirsync-state"))
+}
+
+fn validate_schedule(c: &Checker<'_>, s: &RawSchedule) -> Result<ScheduleSettings, ConfigError> {
+    let cron = CronSchedule::parse(&s.cron, &s.time_zone).map_err(|e| match e {
+        ScheduleError::TimeZone { .. } => c.invalid("schedule.time_zone", e),
+        ScheduleError::Expression { .. } => c.invalid("schedule.cron", e),
+    })?;
+    if s.stop_timeout_secs == 0 {
+        return Err(c.invalid("schedule.stop_timeout_secs", "must be at least 1"));
+    }
+    Ok(ScheduleSettings {
+        cron,
+        run_at_start: s.run_at_start,
+        jitter: Duration::from_secs(s.jitter_secs),
+        auth_backoff: Duration::from_secs(s.auth_backoff_secs),
+        stop_timeout: Duration::from_secs(s.stop_timeout_secs),
+    })
+}
+
+fn validate_metrics(c: &Checker<'_>, m: &RawMetrics) -> Result<MetricsSettings, ConfigError> {
+    let listen = m.listen.trim().parse().map_err(|_| {
+        c.invalid(
+            "metrics.listen",
+            format!(
+                "must be an address and a port, such as 127.0.0.1:9187 or [::1]:9187, not {:?}",
+                m.listen
+            ),
+        )
+    })?;
+    if m.health_max_age_secs == 0 {
+        return Err(c.invalid("metrics.health_max_age_secs", "must be at least 1"));
+    }
+    Ok(MetricsSettings {
+        listen,
+        health_max_age: Duration::from_secs(m.health_max_age_secs),
+    })
+}
+
+#[cfg(test)]
+mod daemon_settings_tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+platform:
+  emulator:
+    state: state.json
+source:
+  csv:
+    users_file: users.csv
+mapping:
+  customer:
+    external_id: customer_id
+    name: customer_name
+  user:
+    external_id: id
+    customer: customer_id
+    email: email
+";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/dirsync.yaml"))
+    }
+
+    #[test]
+    fn schedule_and_metrics_are_optional_and_the_state_dir_has_a_default() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.schedule.is_none());
+        assert!(c.metrics.is_none());
+        assert_eq!(
+            default_state_dir(Path::new("conf/dirsync.yaml"), None),
+            Path::new("conf/.dirsync-state")
+        );
+        assert_eq!(
+            default_state_dir(
+                Path::new("conf/dirsync.yaml"),
+                Some("/var/lib/dirsync:/var/lib/other".into())
+            ),
+            Path::new("/var/lib/dirsync"),
+            "systemd's StateDirectory= wins over the default"
+        );
+        let text = format!("{MINIMAL}state_dir: ../state\n");
+        assert_eq!(parse(&text).unwrap().state_dir, Path::new("conf/../state"));
+    }
+
+    #[test]
+    fn a_schedule_gets_the_documented_defaults() {
+        let text = format!(
+            "{MINIMAL}schedule:\n  cron: \"*/15 * * * *\"\nmetrics:\n  listen: 127.0.0.1:9187\n"
+        );
+        let c = parse(&text).unwrap();
+        let s = c.schedule.unwrap();
+        assert_eq!(s.cron.expression(), "*/15 * * * *");
+        assert_eq!(s.cron.time_zone(), chrono_tz::UTC);
+        assert!(!s.run_at_start);
+        assert_eq!(s.jitter, Duration::ZERO);
+        assert_eq!(s.auth_backoff, Duration::from_secs(3600));
+        assert_eq!(s.stop_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.metrics,
+            Some(MetricsSettings {
+                listen: "127.0.0.1:9187".parse().unwrap(),
+                health_max_age: Duration::from_secs(3600),
+            })
+        );
+    }
+
+    #[test]
+    fn schedule_and_metrics_mistakes_name_the_key() {
+        for (extra, key, says) in [
+            (
+                "schedule:\n  cron: \"*/15 * * *\"\n",
+                "schedule.cron",
+                "4 fields",
+            ),
+            (
+                "schedule:\n  cron: \"@hourly\"\n  time_zone: Mars/Olympus\n",
+                "schedule.time_zone",
+                "IANA",
+            ),
+            (
+                "schedule:\n  cron: \"@hourly\"\n  stop_timeout_secs: 0\n",
+                "schedule.stop_timeout_secs",
+                "at least 1",
+            ),
+            (
+                "schedule:\n  cron: \"@hourly\"\n  jiter_secs: 5\n",
+                "schedule.jiter_secs",
+                "unknown field",
+            ),
+            (
+                "metrics:\n  listen: localhost\n",
+                "metrics.listen",
+                "an address and a port",
+            ),
+            (
+                "metrics:\n  listen: 127.0.0.1:0\n  health_max_age_secs: 0\n",
+                "metrics.health_max_age_secs",
+                "at least 1",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_token_may_name_several_places_tried_credential_then_file_then_env() {
+        let text = MINIMAL.replace(
+            "platform:\n  emulator:\n    state: state.json\n",
+            "platform:\n  url: https://app.prismatic.io\n  token: { env: PRISMATIC_API_KEY, file: token, credential: prismatic-token }\n",
+        );
+        let c = parse(&text).unwrap();
+        let Some(AuthMethod::StaticToken(SecretSource::FirstOf(sources))) = &c.platform.auth else {
+            panic!("several places expected: {:?}", c.platform.auth)
+        };
+        let order: Vec<String> = sources.iter().map(SecretSource::describe).collect();
+        assert_eq!(
+            order,
+            [
+                "systemd credential prismatic-token",
+                "file conf/token",
+                "environment variable PRISMATIC_API_KEY"
+            ]
+        );
+        let empty = MINIMAL.replace(
+            "platform:\n  emulator:\n    state: state.json\n",
+            "platform:\n  url: https://app.prismatic.io\n  token: {}\n",
+        );
+        let err = parse(&empty).unwrap_err();
+        assert_eq!(err.key(), Some("platform.token"));
+        assert!(
+            err.to_string()
+                .contains("one or more of credential, file and env"),
+            "{err}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -1476,12 +1769,15 @@ mapping:
     }
 
     #[test]
-    fn a_token_source_must_be_exactly_one_kind() {
+    fn a_token_source_names_one_place_or_several() {
         let text = MINIMAL.replace(
             "platform:\n  emulator:\n    state: state.json\n",
             "platform:\n  url: https://app.prismatic.io\n  token: { env: A, file: b }\n",
         );
-        assert_eq!(parse(&text).unwrap_err().key(), Some("platform.token"));
+        assert!(matches!(
+            parse(&text).unwrap().platform.auth,
+            Some(AuthMethod::StaticToken(SecretSource::FirstOf(_)))
+        ));
         let ok = MINIMAL.replace(
             "platform:\n  emulator:\n    state: state.json\n",
             "platform:\n  url: https://app.prismatic.io\n  token: { credential: prismatic-token }\n",

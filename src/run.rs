@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply, ApplyOptions, ApplyReport, Progress};
 use crate::config::{Config, PlatformSettings, PlatformTarget};
@@ -142,6 +143,25 @@ pub async fn reconcile(
     mode: Mode,
     progress: &dyn Progress,
 ) -> Result<Reconcile, RunError> {
+    reconcile_cancellable(
+        config,
+        connection,
+        mode,
+        progress,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// [`reconcile`] that stops between operations once `cancel` fires: the
+/// operations in flight finish, the rest are skipped ("shutting down").
+pub async fn reconcile_cancellable(
+    config: &Config,
+    connection: &Connection,
+    mode: Mode,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Reconcile, RunError> {
     let started = Instant::now();
     let client = &connection.client;
     let before = client.stats();
@@ -166,6 +186,7 @@ pub async fn reconcile(
         Mode::Apply { .. } if blocked.is_empty() && !plan.is_empty() => {
             let options = ApplyOptions {
                 concurrency: config.policy.apply_concurrency,
+                cancel: cancel.clone(),
             };
             Some(apply(&plan, &snapshot, client, &options, progress).await)
         }

@@ -14,8 +14,10 @@ need_root() {
 }
 
 # System packages the tests use: a real OpenLDAP server and its tools for
-# the LDAP source's tests (tests/it/slapd.rs starts its own slapd).
-PACKAGES=(slapd ldap-utils)
+# the LDAP source's tests (tests/it/slapd.rs starts its own slapd), and
+# systemd for systemd-analyze, which checks the unit files (systemd/check.sh;
+# no running systemd is needed).
+PACKAGES=(slapd ldap-utils systemd)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -29,6 +31,7 @@ fi
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+bash systemd/check.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

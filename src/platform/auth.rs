@@ -36,6 +36,10 @@ pub enum SecretSource {
     Credential(String),
     /// A secret already in memory (tests, or a value read by the caller).
     Value(SecretString),
+    /// The first of these that is present (a credential that was not
+    /// loaded, a missing file, an unset variable are passed over). The
+    /// config writes them in the order credential, file, env.
+    FirstOf(Vec<SecretSource>),
 }
 
 impl SecretSource {
@@ -59,6 +63,17 @@ impl SecretSource {
                     .map_err(|source| AuthError::ReadFile { path, source })?
             }
             SecretSource::Value(v) => v.expose_secret().to_owned(),
+            SecretSource::FirstOf(sources) => {
+                for source in sources {
+                    match source.read() {
+                        Err(e) if e.is_absent() => continue,
+                        found => return found,
+                    }
+                }
+                return Err(AuthError::NotFound {
+                    tried: self.describe(),
+                });
+            }
         };
         let trimmed = raw.trim();
         if trimmed.is_empty() {
@@ -76,6 +91,11 @@ impl SecretSource {
             SecretSource::File(path) => format!("file {}", path.display()),
             SecretSource::Credential(name) => format!("systemd credential {name}"),
             SecretSource::Value(_) => "the value given".to_owned(),
+            SecretSource::FirstOf(sources) => sources
+                .iter()
+                .map(SecretSource::describe)
+                .collect::<Vec<_>>()
+                .join(", then "),
         }
     }
 }
@@ -132,10 +152,26 @@ pub enum AuthError {
     },
     #[error("the token from {from} is empty")]
     Empty { from: String },
+    #[error("no token found in {tried}")]
+    NotFound { tried: String },
     #[error("cannot read the platform's auth settings from {url}: {detail}")]
     Meta { url: String, detail: String },
     #[error("refreshing the access token at {url} failed: {detail}")]
     Refresh { url: String, detail: String },
+}
+
+impl AuthError {
+    /// The source is not there at all (unset variable, missing file, no
+    /// credentials directory), as opposed to there but unusable.
+    fn is_absent(&self) -> bool {
+        match self {
+            AuthError::MissingEnv { .. }
+            | AuthError::NoCredentialsDirectory { .. }
+            | AuthError::NotFound { .. } => true,
+            AuthError::ReadFile { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
 }
 
 /// A token and the instant after which it must not be used without refreshing.
@@ -352,6 +388,62 @@ mod tests {
         let life = jwt_lifetime(&token).unwrap();
         assert!(life <= Duration::from_secs(600) && life >= Duration::from_secs(590));
         assert_eq!(jwt_lifetime("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn several_places_are_tried_in_order_and_the_first_present_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let missing = dir.path().join("missing");
+        let var = "DIRSYNC_TEST_FIRST_OF_3c1e";
+        let chain = |sources: Vec<SecretSource>| SecretSource::FirstOf(sources);
+        // Only this test reads this variable.
+        std::env::set_var(var, "from-env");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let read = |s: &SecretSource| s.read().map(|t| t.expose_secret().to_owned());
+        let order = chain(vec![
+            SecretSource::File(missing.clone()),
+            SecretSource::File(file.clone()),
+            SecretSource::Env(var.to_owned()),
+        ]);
+        assert_eq!(
+            read(&order).unwrap(),
+            "from-file",
+            "the file comes before the variable"
+        );
+        let env_only = chain(vec![
+            SecretSource::File(missing.clone()),
+            SecretSource::Env(var.to_owned()),
+        ]);
+        assert_eq!(
+            read(&env_only).unwrap(),
+            "from-env",
+            "a missing file is passed over"
+        );
+        assert_eq!(
+            order.describe(),
+            format!(
+                "file {}, then file {}, then environment variable {var}",
+                missing.display(),
+                file.display()
+            )
+        );
+        std::env::remove_var(var);
+        let none = chain(vec![
+            SecretSource::File(missing.clone()),
+            SecretSource::Env(var.to_owned()),
+        ]);
+        let err = none.read().unwrap_err();
+        assert!(
+            err.to_string().starts_with("no token found in file "),
+            "{err}"
+        );
+        // A file that is there but empty is an error, not a reason to go on.
+        std::fs::write(&file, " \n").unwrap();
+        let err = chain(vec![SecretSource::File(file.clone())])
+            .read()
+            .unwrap_err();
+        assert!(matches!(err, AuthError::Empty { .. }), "{err}");
     }
 
     #[test]

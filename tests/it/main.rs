@@ -3,6 +3,7 @@
 mod auth_refresh;
 mod cli;
 mod contract;
+mod daemon;
 mod emulator_cli;
 mod http_source;
 mod ldap;
