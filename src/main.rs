@@ -28,8 +28,26 @@ async fn main() -> ExitCode {
     match cli::run(cli).await {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("dirsync: {e:#}");
+            eprintln!("dirsync: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// `message: cause: cause`, each cause once: many of the crate's errors
+/// already name their cause in their own message, and repeating it would
+/// only make the line harder to read.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -324,3 +324,13 @@ async fn a_sync_killed_part_way_is_converged_by_the_next_run_without_duplicates(
     let _ = emu.kill();
     let _ = emu.wait();
 }
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dirsync(&["check-config", "-c", "missing.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.starts_with("dirsync: cannot read missing.yaml: No such file or directory"), "{err}");
+}
