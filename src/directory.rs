@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -16,7 +17,8 @@ use serde::Serialize;
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Origin {
     /// A physical line of a file (the record's first line when it spans several).
-    Line { file: PathBuf, line: u64 },
+    /// The path is shared by every record of the file.
+    Line { file: Arc<Path>, line: u64 },
     /// A directory entry (LDAP DN).
     Entry { dn: String },
     /// The n-th record (0-based) of a response.
@@ -182,7 +184,7 @@ mod tests {
     #[test]
     fn origins_name_the_file_and_line() {
         let o = Origin::Line {
-            file: "users.csv".into(),
+            file: Path::new("users.csv").into(),
             line: 12,
         };
         assert_eq!(o.to_string(), "users.csv:12");

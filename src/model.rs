@@ -5,6 +5,7 @@
 //! boundary and never leak further (ARCHITECTURE.md, invariant 7).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +64,8 @@ pub struct PlatformUser {
     pub email: String,
     pub name: String,
     pub phone: String,
-    pub role: Role,
+    /// Shared by every user with that role (one allocation per role, not per user).
+    pub role: Arc<Role>,
     pub customer_id: PlatformId,
     /// The owning customer's externalId, when it has one.
     pub customer_external_id: Option<String>,

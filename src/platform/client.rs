@@ -392,6 +392,7 @@ impl PlatformClient {
             })
         })
         .await
+        .map(share_roles)
     }
 
     /// The platform's whole view in one go: customers and users read
@@ -554,6 +555,22 @@ impl PlatformClient {
     }
 }
 
+/// One `Arc<Role>` per distinct role, shared by the users that have it:
+/// at a million users, a copy per user would cost over 100 MiB.
+fn share_roles(mut users: Vec<PlatformUser>) -> Vec<PlatformUser> {
+    let mut seen: std::collections::HashMap<PlatformId, Arc<Role>> =
+        std::collections::HashMap::new();
+    for u in &mut users {
+        let shared = seen
+            .entry(u.role.id.clone())
+            .or_insert_with(|| u.role.clone());
+        if **shared == *u.role {
+            u.role = shared.clone();
+        }
+    }
+    users
+}
+
 fn wrap_all(labels: &[String]) -> Vec<Option<String>> {
     labels.iter().cloned().map(Some).collect()
 }
@@ -710,6 +727,25 @@ mod tests {
             end_cursor: next.map(str::to_owned),
             total_count: total,
         }
+    }
+
+    #[test]
+    fn users_with_one_role_share_one_allocation() {
+        let user = |id: &str| PlatformUser {
+            id: PlatformId::from(id),
+            external_id: None,
+            email: format!("{id}@x.io"),
+            name: String::new(),
+            phone: String::new(),
+            role: Arc::new(Role {
+                id: PlatformId::from("r1"),
+                name: "Member".into(),
+            }),
+            customer_id: PlatformId::from("c"),
+            customer_external_id: None,
+        };
+        let users = share_roles(vec![user("a"), user("b")]);
+        assert!(Arc::ptr_eq(&users[0].role, &users[1].role));
     }
 
     #[tokio::test]

@@ -82,10 +82,10 @@ macro_rules! user_from {
                     email: u.email,
                     name: u.name,
                     phone: u.phone,
-                    role: Role {
+                    role: std::sync::Arc::new(Role {
                         id: PlatformId(u.role.id),
                         name: u.role.name,
-                    },
+                    }),
                     customer_id: PlatformId(customer.id),
                     customer_external_id: customer.external_id,
                 })

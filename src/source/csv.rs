@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::SourceError;
 use crate::directory::{Origin, SourceRecord};
@@ -52,6 +53,7 @@ pub fn read_records(
         positions.push(((*column).to_owned(), index));
     }
 
+    let file: std::sync::Arc<Path> = Arc::from(path);
     let mut records = Vec::new();
     let mut row = csv::StringRecord::new();
     loop {
@@ -69,7 +71,7 @@ pub fn read_records(
         }
         records.push(SourceRecord {
             origin: Origin::Line {
-                file: path.to_path_buf(),
+                file: file.clone(),
                 line,
             },
             values,

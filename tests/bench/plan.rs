@@ -13,7 +13,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dirsync::config::{Budget, Policy, RoleTable};
@@ -138,9 +138,9 @@ fn labels(tier: &str) -> BTreeSet<String> {
     ["dirsync", tier].iter().map(|l| (*l).to_owned()).collect()
 }
 
-fn origin(file: &Path, line: u64) -> Origin {
+fn origin(file: &std::sync::Arc<Path>, line: u64) -> Origin {
     Origin::Line {
-        file: file.to_path_buf(),
+        file: file.clone(),
         line,
     }
 }
@@ -158,8 +158,11 @@ struct Expected {
 
 /// A directory and a snapshot for `users` users in `customers` customers.
 fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot, Expected) {
-    let file = PathBuf::from("/srv/hr/export/users.csv");
+    // Shared as the CSV source and the platform client share them.
+    let file: std::sync::Arc<Path> = std::sync::Arc::from(Path::new("/srv/hr/export/users.csv"));
     let roles = roles();
+    let shared_roles: Vec<std::sync::Arc<Role>> =
+        roles.iter().cloned().map(std::sync::Arc::new).collect();
     let mut dir = Directory::default();
     let mut snap = Snapshot {
         roles: roles.clone(),
@@ -290,7 +293,7 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
                 } else {
                     phone
                 },
-                role: roles
+                role: shared_roles
                     .iter()
                     .find(|r| r.name == platform_role)
                     .cloned()

@@ -332,5 +332,8 @@ fn an_error_names_its_cause_once() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
-    assert!(err.starts_with("dirsync: cannot read missing.yaml: No such file or directory"), "{err}");
+    assert!(
+        err.starts_with("dirsync: cannot read missing.yaml: No such file or directory"),
+        "{err}"
+    );
 }

@@ -18,7 +18,7 @@ use dirsync::plan::{plan, render, CustomerCreate, Operation, Plan, PlanError, Us
 
 fn origin(line: u64) -> Origin {
     Origin::Line {
-        file: "users.csv".into(),
+        file: std::path::Path::new("users.csv").into(),
         line,
     }
 }
@@ -101,7 +101,7 @@ fn puser(pid: &str, x: Option<&str>, email: &str, customer: &PlatformCustomer) -
         email: email.to_owned(),
         name: String::new(),
         phone: String::new(),
-        role: role("Member"),
+        role: role("Member").into(),
         customer_id: customer.id.clone(),
         customer_external_id: customer.external_id.clone(),
     }
@@ -307,7 +307,7 @@ fn golden_unmapped_fields_are_never_compared() {
     let mut u1 = puser("U1", Some("ada"), "ada@acme.test", &c1);
     u1.name = "Ada".to_owned();
     u1.phone = "555".to_owned();
-    u1.role = role("Admin");
+    u1.role = role("Admin").into();
     let s = snapshot(vec![c1], vec![u1]);
     assert_golden(
         &text(&d, &s, &Policy::default()),
@@ -1057,7 +1057,7 @@ fn create_user(s: &mut Snapshot, u: &UserCreate, pid: PlatformId) {
         email,
         name: u.name.clone().unwrap_or_default(),
         phone: u.phone.clone().unwrap_or_default(),
-        role,
+        role: role.into(),
         customer_id: customer.id,
         customer_external_id: customer.external_id,
     });
@@ -1066,7 +1066,7 @@ fn create_user(s: &mut Snapshot, u: &UserCreate, pid: PlatformId) {
 fn update_user(s: &mut Snapshot, pid: &PlatformId, patch: &UserChanges) {
     let i = user_index(s, pid);
     if let Some(role_id) = &patch.role_id {
-        s.users[i].role = platform_role(s, role_id);
+        s.users[i].role = platform_role(s, role_id).into();
     }
     let u = &mut s.users[i];
     if let Some(name) = &patch.name {
@@ -1389,7 +1389,7 @@ mod properties {
                     email,
                     name: TEXTS[r.name].to_owned(),
                     phone: TEXTS[r.phone].to_owned(),
-                    role: role(ROLES[r.role]),
+                    role: role(ROLES[r.role]).into(),
                     customer_id: c.id.clone(),
                     customer_external_id: c.external_id.clone(),
                 };
