@@ -35,9 +35,8 @@ struct ServerState {
     users: Mutex<Vec<Value>>,
     groups: Vec<Value>,
     behaviour: Mutex<Behaviour>,
-    /// The next N requests are answered with this status (429 or 503).
-    fail_next: AtomicU32,
-    fail_status: u16,
+    /// The next requests are answered with these statuses, in order (429, 503...).
+    fail_with: Mutex<Vec<u16>>,
     requests: AtomicU32,
 }
 
@@ -72,10 +71,13 @@ async fn users_handler(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
-    if s.fail_next.load(Ordering::SeqCst) > 0 {
-        s.fail_next.fetch_sub(1, Ordering::SeqCst);
+    let failure = {
+        let mut statuses = s.fail_with.lock().unwrap();
+        (!statuses.is_empty()).then(|| statuses.remove(0))
+    };
+    if let Some(status) = failure {
         return (
-            StatusCode::from_u16(s.fail_status).unwrap(),
+            StatusCode::from_u16(status).unwrap(),
             [(header::RETRY_AFTER, "0")],
             "busy",
         )
@@ -232,8 +234,7 @@ async fn server(users: Vec<Value>, groups: Vec<Value>) -> Server {
         users: Mutex::new(users),
         groups,
         behaviour: Mutex::new(Behaviour::Serve),
-        fail_next: AtomicU32::new(0),
-        fail_status: 503,
+        fail_with: Mutex::new(Vec::new()),
         requests: AtomicU32::new(0),
     });
     let app = Router::new()
@@ -285,7 +286,7 @@ async fn run_source(
 }
 
 fn generic(url: &str, path: &str, records: &str, pagination: &str) -> String {
-    format!("  http:\n    users:\n      url: {url}{path}\n      records: \"{records}\"\n      pagination: {pagination}\n    max_attempts: 3\n")
+    format!("  http:\n    users:\n      url: {url}{path}\n      records: \"{records}\"\n      pagination: {pagination}\n    max_attempts: 4\n")
 }
 
 #[tokio::test]
@@ -344,7 +345,7 @@ async fn every_pagination_style_reads_every_record() {
 async fn throttling_and_server_errors_are_retried_then_the_read_completes() {
     let srv = server((0..5).map(|i| user(i, 1)).collect(), vec![]).await;
     let emu = start_emulator(None).await;
-    srv.state.fail_next.store(2, Ordering::SeqCst);
+    *srv.state.fail_with.lock().unwrap() = vec![429, 503, 500];
     let r = run_source(
         &generic(&srv.url, "/users-none", "$.data[*]", "{ style: none }"),
         GENERIC_MAPPING,
@@ -354,7 +355,11 @@ async fn throttling_and_server_errors_are_retried_then_the_read_completes() {
     .await
     .unwrap();
     assert_eq!(r.plan.scope.directory_users, 5);
-    assert_eq!(srv.state.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        srv.state.requests.load(Ordering::SeqCst),
+        4,
+        "429, 503, 500, then the answer"
+    );
 }
 
 /// Syncs once from a good server, switches it to `behaviour`, and checks the
@@ -669,4 +674,40 @@ async fn basic_auth_api_keys_and_extra_headers_reach_the_server_and_secrets_stay
         .unwrap_err()
         .to_string();
     assert!(err.contains("HTTP 401") && !err.contains(TOKEN), "{err}");
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_a_server_that_stays_down_deletes_nothing() {
+    let srv = server((0..5).map(|i| user(i, 1)).collect(), vec![]).await;
+    let emu = start_emulator(None).await;
+    let source = generic(&srv.url, "/users-none", "$.data[*]", "{ style: none }");
+    run_source(
+        &source,
+        GENERIC_MAPPING,
+        &emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    let before = emu.handle.stats().mutations;
+    srv.state.requests.store(0, Ordering::SeqCst);
+    *srv.state.fail_with.lock().unwrap() = vec![503; 10];
+    let err = run_source(
+        &source,
+        GENERIC_MAPPING,
+        &emu,
+        Mode::Apply {
+            allow_deletes: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gave up after 4 attempts"),
+        "{err}"
+    );
+    assert_eq!(srv.state.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(emu.handle.stats().mutations, before);
 }
