@@ -225,31 +225,8 @@ async fn a_sync_killed_part_way_is_converged_by_the_next_run_without_duplicates(
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     // A slow emulator in its own process, so killing the sync does not kill it.
-    let mut emu = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args([
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--latency-ms",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(emu.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.trim()
-            .strip_prefix("dirsync emulator listening on ")
-            .expect("the URL line")
-            .to_owned()
-    };
+    let emu = spawn_emulator(&["--latency-ms", "30"]);
+    let url = emu.url.clone();
     let mut csv = String::from("id,email,name,customer\n");
     for i in 0..60 {
         csv.push_str(&format!("u{i},user{i}@x.example,User {i},c{}\n", i % 3));
@@ -321,8 +298,7 @@ async fn a_sync_killed_part_way_is_converged_by_the_next_run_without_duplicates(
         .collect();
     assert_eq!(users.len(), 60, "no duplicate users");
     assert_eq!(customers.len(), 3, "no duplicate customers");
-    let _ = emu.kill();
-    let _ = emu.wait();
+    drop(emu);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,42 +52,6 @@ fn signal(pid: u32, sig: Signal) {
 }
 
 // ---------------------------------------------------------------- emulator
-
-struct EmulatorProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_emulator(extra: &[&str]) -> EmulatorProcess {
-    let mut child = bin()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dirsync emulator runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("dirsync emulator listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the emulator prints its URL within 20 s");
-    EmulatorProcess { child, url }
-}
 
 async fn admin(url: &str, what: &str) -> serde_json::Value {
     reqwest::Client::new()

@@ -2,52 +2,10 @@
 //! keeps its state across a restart (even after SIGKILL), applies a seed
 //! once, and hides embedded marketplace users unless asked.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use dirsync::model::NewCustomer;
 use dirsync::platform::PlatformClient;
 
 use crate::support::*;
-
-struct EmulatorProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary and waits (with a deadline) for its "listening on" line.
-fn spawn_emulator(extra: &[&str]) -> EmulatorProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(["emulator", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dirsync binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("dirsync emulator listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the emulator prints its URL within 20 s");
-    EmulatorProcess { child, url }
-}
 
 async fn graphql(url: &str, query: &str) -> serde_json::Value {
     reqwest::Client::new()

@@ -186,3 +186,43 @@ pub fn serve_tls(app: axum::Router, pki: &TestPki) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A `dirsync emulator` process (the real binary), killed on drop.
+pub struct EmulatorProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `dirsync emulator` on a free port with `extra` flags and waits
+/// (with a deadline) for its "listening on" line.
+pub fn spawn_emulator(extra: &[&str]) -> EmulatorProcess {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the dirsync binary runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("dirsync emulator listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the emulator prints its URL within 20 s");
+    EmulatorProcess { child, url }
+}
