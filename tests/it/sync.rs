@@ -86,9 +86,9 @@ policy:
     }
 
     pub async fn run(&self, policy: &str, mode: Mode) -> Reconcile {
-        let config = self.config(policy);
-        let connection = Connection::open(&config.platform).await.unwrap();
-        reconcile(&config, &connection, mode, &Quiet).await.unwrap()
+        reconcile_config(&self.config(policy), mode, &Quiet)
+            .await
+            .unwrap()
     }
 
     pub async fn sync(&self, policy: &str) -> Reconcile {
@@ -104,6 +104,21 @@ policy:
     pub fn mutations(&self) -> u64 {
         self.emu.handle.stats().mutations
     }
+}
+
+/// Apply, without --allow-deletes.
+const APPLY: Mode = Mode::Apply {
+    allow_deletes: false,
+};
+
+/// One reconcile of `config` over a fresh connection.
+async fn reconcile_config(
+    config: &Config,
+    mode: Mode,
+    progress: &dyn dirsync::apply::Progress,
+) -> Result<Reconcile, dirsync::run::RunError> {
+    let connection = Connection::open(&config.platform).await.unwrap();
+    reconcile(config, &connection, mode, progress).await
 }
 
 const DEFAULT_POLICY: &str = "  apply_concurrency: 4\n";
@@ -528,22 +543,12 @@ async fn a_lost_create_response_is_recovered_by_external_id_without_duplicates()
         ..Faults::default()
     });
     let config = s.config("  apply_concurrency: 1\n");
-    let connection = Connection::open(&config.platform).await.unwrap();
     let progress = LoseAfter {
         handle: s.emu.handle.clone(),
         after: 2,
         seen: Default::default(),
     };
-    let r = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    let r = reconcile_config(&config, APPLY, &progress).await.unwrap();
     let report = r.report.unwrap();
     let outcomes: Vec<_> = report
         .operations
@@ -588,7 +593,6 @@ async fn users_of_a_customer_that_failed_to_be_created_are_skipped_and_reported(
     s.write_users(&rows(4, 2));
     let mut config = s.config("  apply_concurrency: 1\n");
     config.platform.retry.max_attempts = 1;
-    let connection = Connection::open(&config.platform).await.unwrap();
     let handle = s.emu.handle.clone();
     // The first customer create (c0) fails once the plan is made.
     let progress = OnStart(move || {
@@ -598,16 +602,7 @@ async fn users_of_a_customer_that_failed_to_be_created_are_skipped_and_reported(
             ..Faults::default()
         })
     });
-    let r = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    let r = reconcile_config(&config, APPLY, &progress).await.unwrap();
     let outcomes: Vec<_> = r
         .report
         .as_ref()
@@ -694,17 +689,7 @@ async fn too_many_refused_rows_refuse_the_whole_file() {
     }
     s.write_users(&users);
     let config = s.config(DEFAULT_POLICY);
-    let connection = Connection::open(&config.platform).await.unwrap();
-    let err = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &Quiet,
-    )
-    .await
-    .unwrap_err();
+    let err = reconcile_config(&config, APPLY, &Quiet).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("11 of 20 records were refused, more than the cap of 10"),
@@ -720,8 +705,7 @@ async fn a_duplicate_external_id_with_other_data_names_both_lines() {
     users.push("E2,other@x.example,Other,,staff,c0,Customer 0,gold".to_owned());
     s.write_users(&users);
     let config = s.config(DEFAULT_POLICY);
-    let connection = Connection::open(&config.platform).await.unwrap();
-    let err = reconcile(&config, &connection, Mode::Plan, &Quiet)
+    let err = reconcile_config(&config, Mode::Plan, &Quiet)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -748,19 +732,9 @@ async fn an_authentication_failure_stops_the_apply() {
     let s = Scenario::new(None).await;
     s.write_users(&rows(10, 2));
     let config = s.config("  apply_concurrency: 1\n");
-    let connection = Connection::open(&config.platform).await.unwrap();
     let handle = s.emu.handle.clone();
     let progress = OnStart(move || handle.revoke_all_tokens());
-    let r = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    let r = reconcile_config(&config, APPLY, &progress).await.unwrap();
     let report = r.report.as_ref().unwrap();
     assert!(
         report
@@ -801,7 +775,6 @@ async fn more_than_40_percent_failures_among_20_operations_stop_the_run() {
     s.write_users(&rows(40, 1));
     let mut config = s.config("  apply_concurrency: 1\n");
     config.platform.retry.max_attempts = 1;
-    let connection = Connection::open(&config.platform).await.unwrap();
     let handle = s.emu.handle.clone();
     // Every user create fails (503) once the plan is made.
     let progress = OnStart(move || {
@@ -811,16 +784,7 @@ async fn more_than_40_percent_failures_among_20_operations_stop_the_run() {
             ..Faults::default()
         })
     });
-    let r = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    let r = reconcile_config(&config, APPLY, &progress).await.unwrap();
     let report = r.report.as_ref().unwrap();
     let stopped = report.stopped.as_deref().unwrap();
     assert_eq!(stopped, "20 of 20 operations failed (more than 40%)");
@@ -843,8 +807,7 @@ async fn an_unknown_role_name_is_a_config_error_before_anything_is_planned() {
     let path = s.dir.path().join("dirsync.yaml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let connection = Connection::open(&config.platform).await.unwrap();
-    let err = reconcile(&config, &connection, Mode::Plan, &Quiet)
+    let err = reconcile_config(&config, Mode::Plan, &Quiet)
         .await
         .unwrap_err();
     assert_eq!(
@@ -873,17 +836,7 @@ async fn customers_from_their_own_file_with_a_semicolon_delimiter() {
     let path = s.dir.path().join("dirsync.yaml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let connection = Connection::open(&config.platform).await.unwrap();
-    let r = reconcile(
-        &config,
-        &connection,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-        &Quiet,
-    )
-    .await
-    .unwrap();
+    let r = reconcile_config(&config, APPLY, &Quiet).await.unwrap();
     all_applied(&r);
     assert_eq!(r.plan.operations.len(), 4);
     assert_eq!(r.plan.refused.len(), 1);
