@@ -546,3 +546,41 @@ async fn a_preferred_suffix_picks_among_several_values_and_binary_values_do_not_
     });
     assert_eq!(pat, Some(Some(String::new())));
 }
+
+#[tokio::test]
+async fn a_referral_in_the_users_tree_fails_the_read_and_deletes_nothing() {
+    let ldap = tls_server();
+    let setup = Setup::new(&ldap);
+    let emu = start_emulator(None).await;
+    let first = run_against(
+        &setup,
+        &emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.report.unwrap().failed(), 0);
+    let before = emu.handle.stats().mutations;
+    // Part of the tree now lives on another server: the search answers with a
+    // continuation reference, which dirsync does not chase.
+    ldap.load_ldif_str(
+        "dn: ou=Elsewhere,ou=customers,dc=example,dc=com\nobjectClass: referral\nobjectClass: extensibleObject\nou: Elsewhere\nref: ldap://ldap.other.example/ou=Elsewhere,dc=other,dc=example\n",
+    );
+    let err = run_against(
+        &setup,
+        &emu,
+        Mode::Apply {
+            allow_deletes: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("referral"), "{err}");
+    assert_eq!(
+        emu.handle.stats().mutations,
+        before,
+        "a failed read sends nothing"
+    );
+}
