@@ -1541,28 +1541,8 @@ fn validate_metrics(c: &Checker<'_>, m: &RawMetrics) -> Result<MetricsSettings, 
 
 #[cfg(test)]
 mod daemon_settings_tests {
+    use super::tests::{parse, MINIMAL};
     use super::*;
-
-    const MINIMAL: &str = "\
-platform:
-  emulator:
-    state: state.json
-source:
-  csv:
-    users_file: users.csv
-mapping:
-  customer:
-    external_id: customer_id
-    name: customer_name
-  user:
-    external_id: id
-    customer: customer_id
-    email: email
-";
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("conf/dirsync.yaml"))
-    }
 
     #[test]
     fn schedule_and_metrics_are_optional_and_the_state_dir_has_a_default() {
@@ -1684,7 +1664,7 @@ mapping:
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "\
+    pub(super) const MINIMAL: &str = "\
 platform:
   emulator:
     state: state.json
@@ -1701,7 +1681,7 @@ mapping:
     email: email
 ";
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("conf/dirsync.yaml"))
     }
 
