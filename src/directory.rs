@@ -40,7 +40,9 @@ impl fmt::Display for Origin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceRecord {
     pub origin: Origin,
-    pub values: BTreeMap<String, String>,
+    /// Keys are shared (`Arc<str>`) by every record of a read: a million
+    /// rows do not carry a million copies of each column name.
+    pub values: BTreeMap<Arc<str>, String>,
     /// Set by a source that already knows the record cannot be used (an
     /// LDAP user that matches no customer entry): the mapping refuses it
     /// with this message.

@@ -50,7 +50,7 @@ pub fn read_records(
                     column: (*column).to_owned(),
                     available: headers.clone(),
                 })?;
-        positions.push(((*column).to_owned(), index));
+        positions.push((Arc::<str>::from(*column), index));
     }
 
     let file: std::sync::Arc<Path> = Arc::from(path);

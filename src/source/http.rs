@@ -500,7 +500,7 @@ async fn read_endpoint(
 /// A mapping key is one JSONPath, or several joined by `||` (the first that
 /// matches wins: `$.emails[?@.primary==true].value || $.emails[0].value`).
 struct KeyPaths {
-    key: String,
+    key: std::sync::Arc<str>,
     paths: Vec<JsonPath>,
 }
 
@@ -508,7 +508,7 @@ fn key_paths(keys: &[String]) -> Result<Vec<KeyPaths>, String> {
     keys.iter()
         .map(|key| {
             Ok(KeyPaths {
-                key: key.clone(),
+                key: std::sync::Arc::from(key.as_str()),
                 paths: key
                     .split("||")
                     .map(|p| compile(p.trim()))
@@ -659,8 +659,10 @@ async fn read_records_inner(
                         .unwrap_or_default();
                     match groups.as_slice() {
                         [one] => {
-                            user.values
-                                .insert(mapping.user.customer.clone(), one.clone());
+                            user.values.insert(
+                                std::sync::Arc::from(mapping.user.customer.as_str()),
+                                one.clone(),
+                            );
                         }
                         [] => user.problem = Some("is a member of no customer group".to_owned()),
                         several => {

@@ -331,7 +331,7 @@ impl Attrs {
 fn record(
     dn: &str,
     attrs: &Attrs,
-    keys: &[String],
+    keys: &[Arc<str>],
     prefer: &BTreeMap<String, String>,
 ) -> SourceRecord {
     let mut values = BTreeMap::new();
@@ -345,6 +345,11 @@ fn record(
         values,
         problem: None,
     }
+}
+
+/// Keys shared by every record of a read.
+fn shared(keys: &[String]) -> Vec<Arc<str>> {
+    keys.iter().map(|k| Arc::from(k.as_str())).collect()
 }
 
 /// The attributes the mapping reads (and the id attribute), for the search.
@@ -424,7 +429,7 @@ async fn read_records_inner(
     let customer_records: Vec<SourceRecord> = customer_entries
         .iter()
         .zip(&customers)
-        .map(|(e, c)| record(&e.dn, &c.attrs, &customer_keys, prefer))
+        .map(|(e, c)| record(&e.dn, &c.attrs, &shared(&customer_keys), prefer))
         .collect();
 
     // Users.
@@ -475,6 +480,8 @@ async fn read_records_inner(
         .map(|(i, c)| (c.dn.as_str(), i))
         .collect();
 
+    let shared_user_keys = shared(&user_keys);
+    let customer_key: Arc<str> = Arc::from(mapping.user.customer.as_str());
     let mut user_records = Vec::with_capacity(user_entries.len());
     for entry in &user_entries {
         let attrs = Attrs::of(entry);
@@ -533,11 +540,11 @@ async fn read_records_inner(
                 .filter_map(|g| customer_by_dn.get(normalize_dn(g).as_str()).copied())
                 .collect(),
         };
-        let mut rec = record(&entry.dn, &attrs, &user_keys, prefer);
+        let mut rec = record(&entry.dn, &attrs, &shared_user_keys, prefer);
         match matches.as_slice() {
             [one] => match &customers[*one].external_id {
                 Some(x) => {
-                    rec.values.insert(mapping.user.customer.clone(), x.clone());
+                    rec.values.insert(customer_key.clone(), x.clone());
                 }
                 None => {
                     rec.problem = Some(format!(
