@@ -26,10 +26,19 @@ struct Setup<'a> {
 }
 
 impl<'a> Setup<'a> {
+    /// The ancestor strategy over `ldap.url()` (StartTLS), trusting the test CA.
     fn new(ldap: &'a Slapd) -> Setup<'a> {
         Setup {
-            url: ldap.url(),
             ca_file: Some(ldap.ca_file()),
+            ..Setup::new_without_tls(ldap)
+        }
+    }
+
+    /// The same without a CA file (for a server with no TLS at all).
+    fn new_without_tls(ldap: &'a Slapd) -> Setup<'a> {
+        Setup {
+            url: ldap.url(),
+            ca_file: None,
             allow_insecure: false,
             page_size: 500,
             users_base: "ou=customers,dc=example,dc=com",
@@ -141,6 +150,20 @@ fn placement(r: &Reconcile) -> BTreeMap<String, String> {
             _ => None,
         })
         .collect()
+}
+
+/// A first sync that must apply everything.
+async fn sync_cleanly(setup: &Setup<'_>, emu: &dirsync::emulator::RunningEmulator) {
+    let r = run_against(
+        setup,
+        emu,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.report.unwrap().failed(), 0);
 }
 
 fn tls_server() -> Slapd {
@@ -291,16 +314,7 @@ async fn a_failed_read_deletes_nothing() {
     let mut small_pages = Setup::new(&ldap);
     small_pages.page_size = 100;
     // A first sync puts the directory on the platform.
-    let first = run_against(
-        &small_pages,
-        &emu,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(first.report.unwrap().failed(), 0);
+    sync_cleanly(&small_pages, &emu).await;
     let before = emu.handle.stats().mutations;
     // Pages of 500 are over the server's limit: adminLimitExceeded ends the read.
     let err = run_against(
@@ -426,21 +440,6 @@ async fn plain_ldap_is_refused_unless_allow_insecure_is_set() {
     );
 }
 
-impl<'a> Setup<'a> {
-    fn new_without_tls(ldap: &'a Slapd) -> Setup<'a> {
-        Setup {
-            url: ldap.url(),
-            ca_file: None,
-            allow_insecure: false,
-            page_size: 500,
-            users_base: "ou=customers,dc=example,dc=com",
-            customers: "strategy: ancestor\n      base: ou=customers,dc=example,dc=com",
-            customer_name: "ou",
-            extra: "",
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_filter_injection_in_a_mapped_value_matches_nothing_extra() {
     let ldap = tls_server();
@@ -477,16 +476,7 @@ async fn a_sync_from_ldap_converges_and_then_reports_no_changes() {
     let ldap = tls_server();
     let setup = Setup::new(&ldap);
     let emu = start_emulator(None).await;
-    let first = run_against(
-        &setup,
-        &emu,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(first.report.unwrap().failed(), 0);
+    sync_cleanly(&setup, &emu).await;
     assert_eq!(emu.handle.stats().mutations, 8, "3 customers, 5 users");
     let second = run_against(
         &setup,
@@ -552,16 +542,7 @@ async fn a_referral_in_the_users_tree_fails_the_read_and_deletes_nothing() {
     let ldap = tls_server();
     let setup = Setup::new(&ldap);
     let emu = start_emulator(None).await;
-    let first = run_against(
-        &setup,
-        &emu,
-        Mode::Apply {
-            allow_deletes: false,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(first.report.unwrap().failed(), 0);
+    sync_cleanly(&setup, &emu).await;
     let before = emu.handle.stats().mutations;
     // Part of the tree now lives on another server: the search answers with a
     // continuation reference, which dirsync does not chase.
