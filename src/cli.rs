@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::daemon::{self, StateLock};
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
 use crate::report::{self, ApplyProgress};
@@ -39,6 +39,7 @@ pub enum Command {
     /// Reloads the config on SIGHUP; talks to systemd (Type=notify).
     Run(ConfigArg),
     /// Validate a config file without touching the network or the source.
+    /// Secrets are named in the config, not read: a run reads them when it connects.
     CheckConfig(ConfigArg),
     /// Serve a local stand-in for the platform's GraphQL API.
     Emulator(EmulatorArgs),
@@ -46,8 +47,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// The YAML config file.
-    #[arg(short, long, value_name = "FILE")]
+    /// The YAML config file. Without -c: $DIRSYNC_CONFIG, else /etc/dirsync/config.yaml.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        env = "DIRSYNC_CONFIG",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
     pub config: PathBuf,
 }
 
@@ -130,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::CheckConfig(args) => {
             Config::load(&args.config)?;
             println!("{}: OK", args.config.display());
+            println!("(secrets are not read here: plan, sync and run read them when they connect)");
             Ok(report::exit::OK)
         }
         Command::Run(args) => {

@@ -313,3 +313,69 @@ fn an_error_names_its_cause_once() {
         "{err}"
     );
 }
+
+#[test]
+fn without_dash_c_the_config_comes_from_dirsync_config_then_etc() {
+    let (dir, config) = quickstart();
+    let from_env = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .arg("check-config")
+        .env("DIRSYNC_CONFIG", &config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(0), "{}", stderr(&from_env));
+    assert!(
+        stdout(&from_env).starts_with(&format!("{}: OK", config.display())),
+        "{}",
+        stdout(&from_env)
+    );
+    let fallback = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .arg("check-config")
+        .env_remove("DIRSYNC_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = format!("{}{}", stdout(&fallback), stderr(&fallback));
+    assert!(said.contains("/etc/dirsync/config.yaml"), "{said}");
+    let help = dirsync(&["check-config", "--help"], dir.path());
+    let help = stdout(&help);
+    assert!(
+        help.contains("DIRSYNC_CONFIG") && help.contains("/etc/dirsync/config.yaml"),
+        "{help}"
+    );
+}
+
+#[test]
+fn check_config_reads_no_secret_for_the_default_or_a_named_token() {
+    let (dir, config) = quickstart();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let url = text.replace(
+        "  emulator:\n    state: ../.dirsync-state/emulator.json\n",
+        "  url: https://app.prismatic.io\n",
+    );
+    assert_ne!(url, text, "the quickstart names the emulator");
+    for (name, body) in [
+        ("default-token.yaml", url.clone()),
+        (
+            "named-token.yaml",
+            url.replace(
+                "  url: https://app.prismatic.io\n",
+                "  url: https://app.prismatic.io\n  token: { env: DIRSYNC_TEST_UNSET_TOKEN }\n",
+            ),
+        ),
+    ] {
+        let path = config.with_file_name(name);
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+            .args(["check-config", "-c", path.to_str().unwrap()])
+            .env_remove("PRISMATIC_API_KEY")
+            .env_remove("PRISM_ACCESS_TOKEN")
+            .env_remove("PRISM_REFRESH_TOKEN")
+            .env_remove("DIRSYNC_TEST_UNSET_TOKEN")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert!(stdout(&out).contains("secrets are not read"), "{name}");
+    }
+}

@@ -1,0 +1,201 @@
+//! `platform:`: which API dirsync talks to, how it signs in, and how hard it
+//! may push; and the secret references (`{credential, file, env}`) that the
+//! platform and the sources share. Secrets are named here, never read: they
+//! are read when a connection opens.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{default_attempts, default_connect_timeout, default_four, default_request_timeout};
+use super::{resolve_against, Checker, ConfigError};
+use crate::platform::{AuthMethod, RetryPolicy, SecretSource, DEFAULT_REFRESH_MARGIN};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlatform {
+    url: Option<String>,
+    emulator: Option<RawEmulator>,
+    token: Option<RawSecret>,
+    refresh_token: Option<RawSecret>,
+    tenant_id: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    request_timeout_secs: u64,
+    #[serde(default = "default_rps")]
+    requests_per_second: u32,
+    #[serde(default = "default_four")]
+    max_concurrency: usize,
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+}
+
+fn default_rps() -> u32 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmulator {
+    state: PathBuf,
+    seed: Option<PathBuf>,
+}
+
+/// Where a secret is read from: one or more places, tried credential, file, env.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    credential: Option<String>,
+}
+
+/// What a secret key must look like; never echoes what was written there.
+pub(super) const SECRET_SHAPE: &str =
+    "must be a map with one or more of credential, file and env, tried in that order (the token itself never goes in the config)";
+
+#[derive(Clone, Debug)]
+pub enum PlatformTarget {
+    Url(url::Url),
+    /// The built-in emulator, started in-process with this state file.
+    Emulator {
+        state: PathBuf,
+        seed: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PlatformSettings {
+    pub target: PlatformTarget,
+    /// None: the emulator (a fresh token of its own each run), or, for a
+    /// URL, the environment (`PRISMATIC_API_KEY`, `PRISM_ACCESS_TOKEN`,
+    /// `PRISM_REFRESH_TOKEN`) read when the connection opens.
+    pub auth: Option<AuthMethod>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub requests_per_second: NonZeroU32,
+    pub max_concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Checker<'_> {
+    /// One place, or several tried in the order credential, file, env.
+    pub(super) fn secret(&self, key: &str, raw: &RawSecret) -> Result<SecretSource, ConfigError> {
+        let mut sources = Vec::new();
+        if let Some(name) = &raw.credential {
+            sources.push(SecretSource::Credential(
+                self.non_empty(&format!("{key}.credential"), name)?,
+            ));
+        }
+        if let Some(file) = &raw.file {
+            sources.push(SecretSource::File(resolve_against(self.path, file)));
+        }
+        if let Some(var) = &raw.env {
+            sources.push(SecretSource::Env(
+                self.non_empty(&format!("{key}.env"), var)?,
+            ));
+        }
+        match <[SecretSource; 1]>::try_from(sources) {
+            Ok([one]) => Ok(one),
+            Err(none) if none.is_empty() => Err(self.invalid(key, SECRET_SHAPE)),
+            Err(several) => Ok(SecretSource::FirstOf(several)),
+        }
+    }
+}
+
+pub(super) fn validate_platform(
+    c: &Checker<'_>,
+    p: RawPlatform,
+) -> Result<PlatformSettings, ConfigError> {
+    let target = match (&p.url, &p.emulator) {
+        (Some(url), None) => PlatformTarget::Url(
+            url.parse()
+                .map_err(|e| c.invalid("platform.url", format!("not a URL: {e}")))?,
+        ),
+        (None, Some(emu)) => PlatformTarget::Emulator {
+            state: resolve_against(c.path, &emu.state),
+            seed: emu.seed.as_ref().map(|s| resolve_against(c.path, s)),
+        },
+        (Some(_), Some(_)) => {
+            return Err(c.invalid_at(
+                "platform",
+                "platform.emulator",
+                "give exactly one of url or emulator",
+            ))
+        }
+        (None, None) => return Err(c.invalid("platform", "give exactly one of url or emulator")),
+    };
+    let auth = validate_auth(c, &target, &p)?;
+    let requests_per_second = NonZeroU32::new(p.requests_per_second)
+        .ok_or_else(|| c.invalid("platform.requests_per_second", "must be at least 1"))?;
+    if p.max_concurrency == 0 {
+        return Err(c.invalid("platform.max_concurrency", "must be at least 1"));
+    }
+    if p.max_attempts == 0 {
+        return Err(c.invalid("platform.max_attempts", "must be at least 1"));
+    }
+    for (key, secs) in [
+        ("platform.connect_timeout_secs", p.connect_timeout_secs),
+        ("platform.request_timeout_secs", p.request_timeout_secs),
+    ] {
+        if secs == 0 {
+            return Err(c.invalid_at("platform", key, "timeouts must be at least 1 second"));
+        }
+    }
+    Ok(PlatformSettings {
+        target,
+        auth,
+        ca_file: p.ca_file.as_ref().map(|f| resolve_against(c.path, f)),
+        connect_timeout: Duration::from_secs(p.connect_timeout_secs),
+        request_timeout: Duration::from_secs(p.request_timeout_secs),
+        requests_per_second,
+        max_concurrency: p.max_concurrency,
+        retry: RetryPolicy {
+            max_attempts: p.max_attempts,
+            ..RetryPolicy::default()
+        },
+    })
+}
+
+/// The sign-in method. With neither `token` nor `refresh_token`, the
+/// environment decides when the connection opens (so `check-config` needs no
+/// secret, whichever way the token is named).
+fn validate_auth(
+    c: &Checker<'_>,
+    target: &PlatformTarget,
+    p: &RawPlatform,
+) -> Result<Option<AuthMethod>, ConfigError> {
+    if p.tenant_id.is_some() && p.refresh_token.is_none() {
+        return Err(c.invalid("platform.tenant_id", "is used only with refresh_token"));
+    }
+    match (target, &p.token, &p.refresh_token) {
+        (PlatformTarget::Emulator { .. }, None, None) => Ok(None),
+        (PlatformTarget::Emulator { .. }, token, _) => Err(c.invalid(
+            if token.is_some() {
+                "platform.token"
+            } else {
+                "platform.refresh_token"
+            },
+            "the built-in emulator makes its own token; remove token and refresh_token",
+        )),
+        (PlatformTarget::Url(_), Some(t), None) => Ok(Some(AuthMethod::StaticToken(
+            c.secret("platform.token", t)?,
+        ))),
+        (PlatformTarget::Url(_), None, Some(r)) => Ok(Some(AuthMethod::RefreshToken {
+            refresh_token: c.secret("platform.refresh_token", r)?,
+            tenant_id: p.tenant_id.clone(),
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+        })),
+        (PlatformTarget::Url(_), None, None) => Ok(None),
+        (PlatformTarget::Url(_), Some(_), Some(_)) => Err(c.invalid_at(
+            "platform",
+            "platform.refresh_token",
+            "give token or refresh_token, not both",
+        )),
+    }
+}
