@@ -238,19 +238,18 @@ impl Checker<'_> {
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let message =
-                if key.starts_with("platform.token") || key.starts_with("platform.refresh_token") {
-                    // Never echo what was written there: it may be the token itself.
-                    platform::SECRET_SHAPE.to_owned()
-                } else {
-                    // serde_yaml starts its message with the path where it was
-                    // (the key or its parent); the key is printed once, by us.
-                    let m = strip_location(&inner.to_string());
-                    match m.split_once(": ") {
-                        Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
-                        _ => m,
-                    }
-                };
+            let message = if let Some(safe) = platform::secret_message(&key) {
+                // Never echo what was written there: it may be the secret itself.
+                safe.to_owned()
+            } else {
+                // serde_yaml starts its message with the path where it was
+                // (the key or its parent); the key is printed once, by us.
+                let m = strip_location(&inner.to_string());
+                match m.split_once(": ") {
+                    Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
+                    _ => m,
+                }
+            };
             let key = if key == "." { String::new() } else { key };
             let (line, column) = match inner.location() {
                 Some(l) => (Some(l.line()), Some(l.column())),

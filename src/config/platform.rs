@@ -58,6 +58,44 @@ pub(super) struct RawSecret {
 pub(super) const SECRET_SHAPE: &str =
     "must be a map with one or more of credential, file and env, tried in that order (the token itself never goes in the config)";
 
+/// What to say, instead of serde's message, about a mistake at `key_path`
+/// when that key holds or names a secret: what was written there is never
+/// echoed, since a mistaken config may hold the secret itself.
+pub(super) fn secret_message(key_path: &str) -> Option<&'static str> {
+    let within = |secret: &str| {
+        key_path
+            .strip_prefix(secret)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    let secret_refs = [
+        "platform.token",
+        "platform.refresh_token",
+        "source.ldap.bind_password",
+        "source.http.auth.bearer",
+        "source.http.auth.basic.password",
+        "source.http.auth.api_key.value",
+    ];
+    if secret_refs.iter().any(|k| within(k)) {
+        Some(SECRET_SHAPE)
+    } else if within("source.http.auth") {
+        Some("must be one of bearer, basic { username, password } or api_key { header, value }, each secret as { credential, file, env } (what was written is not shown: it may be a secret)")
+    } else if within("source.http.headers") {
+        Some("must map header names to text values (what was written is not shown: it may hold a secret)")
+    } else {
+        None
+    }
+}
+
+/// An environment variable name as POSIX shells write them. Anything else
+/// is refused without being echoed: it may be the secret itself.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[derive(Clone, Debug)]
 pub enum PlatformTarget {
     Url(url::Url),
@@ -96,9 +134,15 @@ impl Checker<'_> {
             sources.push(SecretSource::File(resolve_against(self.path, file)));
         }
         if let Some(var) = &raw.env {
-            sources.push(SecretSource::Env(
-                self.non_empty(&format!("{key}.env"), var)?,
-            ));
+            let env_key = format!("{key}.env");
+            let var = self.non_empty(&env_key, var)?;
+            if !is_env_name(&var) {
+                return Err(self.invalid(
+                    &env_key,
+                    "must name an environment variable (letters, digits and _), such as PRISMATIC_API_KEY; the secret itself never goes in the config (not shown)",
+                ));
+            }
+            sources.push(SecretSource::Env(var));
         }
         match <[SecretSource; 1]>::try_from(sources) {
             Ok([one]) => Ok(one),

@@ -379,3 +379,72 @@ fn check_config_reads_no_secret_for_the_default_or_a_named_token() {
         assert!(stdout(&out).contains("secrets are not read"), "{name}");
     }
 }
+
+#[test]
+fn an_inline_secret_in_the_config_is_named_by_key_and_never_echoed() {
+    const CANARY: &str = "canary-7f3a2c91-secret";
+    let mapping = "mapping:\n  customer: { external_id: c, name: c }\n  user: { external_id: id, customer: c, email: mail }\n";
+    let emulator = "platform:\n  emulator: { state: state.json }\n";
+    let url = "platform:\n  url: https://app.prismatic.io\n";
+    let ldap = |bind: &str| {
+        format!("{emulator}source:\n  ldap:\n    url: ldaps://dc.example\n    bind_dn: cn=dirsync\n    {bind}\n    users: {{ base: 'dc=example' }}\n    customers: {{ strategy: ancestor, base: 'dc=example' }}\n{mapping}")
+    };
+    let http = |auth: &str| {
+        format!("{emulator}source:\n  http:\n    users: {{ url: https://hr.example/users }}\n    {auth}\n{mapping}")
+    };
+    let csv =
+        |platform: &str| format!("{platform}source:\n  csv: {{ users_file: u.csv }}\n{mapping}");
+    let cases = [
+        (
+            "source.ldap.bind_password",
+            ldap(&format!("bind_password: {CANARY}")),
+        ),
+        (
+            "source.ldap.bind_password.env",
+            ldap(&format!("bind_password: {{ env: {CANARY} }}")),
+        ),
+        (
+            "source.http.auth.bearer",
+            http(&format!("auth: {{ bearer: {CANARY} }}")),
+        ),
+        ("source.http.auth", http(&format!("auth: {CANARY}"))),
+        (
+            "source.http.auth.basic.password",
+            http(&format!(
+                "auth: {{ basic: {{ username: u, password: {CANARY} }} }}"
+            )),
+        ),
+        (
+            "source.http.auth.api_key.value",
+            http(&format!(
+                "auth: {{ api_key: {{ header: X-Key, value: {CANARY} }} }}"
+            )),
+        ),
+        (
+            "source.http.headers.X-Key",
+            http(&format!("headers: {{ X-Key: [{CANARY}] }}")),
+        ),
+        ("platform.token", csv(&format!("{url}  token: {CANARY}\n"))),
+        (
+            "platform.token.env",
+            csv(&format!("{url}  token: {{ env: {CANARY} }}\n")),
+        ),
+        (
+            "platform.refresh_token",
+            csv(&format!("{url}  refresh_token: {CANARY}\n")),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (key, text) in cases {
+        let path = dir.path().join("dirsync.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let out = dirsync(&["check-config", "-c", "dirsync.yaml"], dir.path());
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{key}: {said}\n{text}");
+        assert!(
+            !said.contains(CANARY),
+            "{key}: the secret was echoed: {said}"
+        );
+        assert!(said.contains(&format!(": {key}: ")), "{key}: {said}");
+    }
+}
