@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{FieldChange, Operation, Plan};
+use super::{CustomerCreate, FieldChange, Operation, Plan, UserCreate};
 
 fn quoted(s: &str) -> String {
     format!("{s:?}")
@@ -21,19 +21,43 @@ fn changes_text(out: &mut String, changes: &[FieldChange]) {
     }
 }
 
+fn customer_create_text(out: &mut String, c: &CustomerCreate) {
+    let _ = writeln!(out, "  + customer {}  {}", c.external_id, quoted(&c.name));
+    if let Some(d) = &c.description {
+        let _ = writeln!(out, "      description: {}", quoted(d));
+    }
+    if let Some(l) = &c.labels {
+        let _ = writeln!(out, "      labels: [{}]", l.join(", "));
+    }
+}
+
+fn user_create_text(out: &mut String, u: &UserCreate) {
+    let _ = writeln!(
+        out,
+        "  + user {}  {} in customer {}, role {}",
+        u.external_id, u.email, u.customer_external_id, u.role
+    );
+    if let Some(n) = &u.name {
+        let _ = writeln!(out, "      name: {}", quoted(n));
+    }
+    if let Some(p) = u.phone.as_ref().filter(|p| !p.is_empty()) {
+        let _ = writeln!(out, "      phone: {}", quoted(p));
+    }
+}
+
+fn user_delete_text(out: &mut String, external_id: &str, email: &str, customer: Option<&str>) {
+    let customer = customer.unwrap_or("(unmanaged customer)");
+    let _ = writeln!(
+        out,
+        "  - user {external_id}  {email} in customer {customer}"
+    );
+}
+
 /// One operation as plan text (one or more lines, each ending in a newline).
 pub fn operation_text(op: &Operation) -> String {
     let mut out = String::new();
     match op {
-        Operation::CreateCustomer(c) => {
-            let _ = writeln!(out, "  + customer {}  {}", c.external_id, quoted(&c.name));
-            if let Some(d) = &c.description {
-                let _ = writeln!(out, "      description: {}", quoted(d));
-            }
-            if let Some(l) = &c.labels {
-                let _ = writeln!(out, "      labels: [{}]", l.join(", "));
-            }
-        }
+        Operation::CreateCustomer(c) => customer_create_text(&mut out, c),
         Operation::UpdateCustomer {
             external_id,
             changes,
@@ -55,19 +79,7 @@ pub fn operation_text(op: &Operation) -> String {
             );
             changes_text(&mut out, changes);
         }
-        Operation::CreateUser(u) => {
-            let _ = writeln!(
-                out,
-                "  + user {}  {} in customer {}, role {}",
-                u.external_id, u.email, u.customer_external_id, u.role
-            );
-            if let Some(n) = &u.name {
-                let _ = writeln!(out, "      name: {}", quoted(n));
-            }
-            if let Some(p) = u.phone.as_ref().filter(|p| !p.is_empty()) {
-                let _ = writeln!(out, "      phone: {}", quoted(p));
-            }
-        }
+        Operation::CreateUser(u) => user_create_text(&mut out, u),
         Operation::UpdateUser {
             external_id,
             email,
@@ -101,15 +113,12 @@ pub fn operation_text(op: &Operation) -> String {
             email,
             customer_external_id,
             ..
-        } => {
-            let customer = customer_external_id
-                .as_deref()
-                .unwrap_or("(unmanaged customer)");
-            let _ = writeln!(
-                out,
-                "  - user {external_id}  {email} in customer {customer}"
-            );
-        }
+        } => user_delete_text(
+            &mut out,
+            external_id,
+            email,
+            customer_external_id.as_deref(),
+        ),
         Operation::DeleteCustomer {
             external_id,
             name,

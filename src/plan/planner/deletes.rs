@@ -1,0 +1,122 @@
+//! The delete steps: managed records the directory no longer holds (what the
+//! matching steps left in the indexes) are deleted, or kept with the reason.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Planner;
+use crate::model::{PlatformId, PlatformUser};
+use crate::plan::{Kept, Operation};
+
+impl<'a> Planner<'a> {
+    /// Step 4: managed customers the directory no longer holds. Fills
+    /// `deleted_customers` for the user deletes step.
+    pub(in crate::plan) fn customer_deletes(&mut self) {
+        let users_by_customer = self.users_of_leaving_customers();
+        for (&x, &actual) in &self.customers {
+            if self.directory.customers.contains_key(x) {
+                continue;
+            }
+            let members = users_by_customer
+                .get(&actual.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Some(reason) = self.reason_to_keep_customer(x, members) {
+                self.out.kept.push(Kept {
+                    kind: "customer",
+                    external_id: x.to_owned(),
+                    reason,
+                });
+                continue;
+            }
+            self.deleted_customers.insert(&actual.id);
+            self.out.operations.push(Operation::DeleteCustomer {
+                id: actual.id.clone(),
+                external_id: x.to_owned(),
+                name: actual.name.clone(),
+                users: members.len(),
+            });
+        }
+    }
+
+    /// The users of the customers that might be deleted (and only those: for
+    /// most runs there are none, and the map is never filled).
+    fn users_of_leaving_customers(&self) -> HashMap<&'a PlatformId, Vec<&'a PlatformUser>> {
+        let mut users_by_customer: HashMap<&PlatformId, Vec<&PlatformUser>> = HashMap::new();
+        if self.policy.delete_customers.is_some() {
+            let candidates: HashSet<&PlatformId> = self.customers.values().map(|c| &c.id).collect();
+            if !candidates.is_empty() {
+                let snapshot = self.snapshot;
+                for u in &snapshot.users {
+                    if candidates.contains(&u.customer_id) {
+                        users_by_customer.entry(&u.customer_id).or_default().push(u);
+                    }
+                }
+            }
+        }
+        users_by_customer
+    }
+
+    /// Why a leaving customer must stay, if it must: a refused record names
+    /// it, customer deletes are off, or it holds users that are not leaving.
+    fn reason_to_keep_customer(&self, x: &str, members: &[&PlatformUser]) -> Option<String> {
+        let unknown = &self.directory.unknown;
+        if unknown.customer_external_ids.contains(x) {
+            return Some(
+                "a refused record names it; its state in the directory is unknown".to_owned(),
+            );
+        }
+        if self.policy.delete_customers.is_none() {
+            return Some("not in the directory, but customer deletes are disabled (policy.delete_customers.enabled)".to_owned());
+        }
+        let unmanaged = members
+            .iter()
+            .filter(|u| !self.policy.in_scope(u.external_id.as_deref()))
+            .count();
+        let staying = members
+            .iter()
+            .filter(|u| {
+                u.external_id.as_deref().is_some_and(|ux| {
+                    self.directory.users.contains_key(ux) || unknown.user_external_ids.contains(ux)
+                }) || unknown.user_emails.contains(&u.email.to_lowercase())
+            })
+            .count();
+        if unmanaged > 0 || staying > 0 {
+            return Some(format!(
+                "not in the directory, but it holds {} user(s) that dirsync does not manage or that the directory still lists",
+                unmanaged + staying
+            ));
+        }
+        None
+    }
+
+    /// Step 5: managed users the directory no longer holds, except the
+    /// users of the customers step 4 deletes (that delete takes them).
+    pub(in crate::plan) fn user_deletes(&mut self) {
+        let directory = self.directory;
+        let unknown = &directory.unknown;
+        for (&x, &actual) in &self.users {
+            if directory.users.contains_key(x)
+                || self.deleted_customers.contains(&actual.customer_id)
+            {
+                continue;
+            }
+            if unknown.user_external_ids.contains(x)
+                || unknown.user_emails.contains(&actual.email.to_lowercase())
+            {
+                self.out.kept.push(Kept {
+                    kind: "user",
+                    external_id: x.to_owned(),
+                    reason: "a refused record names it; its state in the directory is unknown"
+                        .to_owned(),
+                });
+                continue;
+            }
+            self.out.operations.push(Operation::DeleteUser {
+                id: actual.id.clone(),
+                external_id: x.to_owned(),
+                email: actual.email.clone(),
+                customer_external_id: actual.customer_external_id.clone(),
+            });
+        }
+    }
+}
