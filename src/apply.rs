@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{NewCustomer, NewCustomerUser, PlatformId, Snapshot};
 use crate::plan::{Operation, Phase, Plan, UserCreate};
-use crate::platform::{PlatformClient, PlatformError};
+use crate::platform::{PlatformClient, PlatformError, StopReason};
 
 /// What happened to one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -98,6 +98,16 @@ const AUTH_STOPPED: &str = "authentication failed";
 /// Why operations are skipped after a shutdown began.
 pub const SHUTTING_DOWN: &str = "shutting down";
 
+/// `ApplyReport::stopped` once the client stopped for `reason` (an
+/// authentication failure is recorded with the error that caused it).
+fn stop_text(reason: StopReason) -> String {
+    match reason {
+        StopReason::ShuttingDown => SHUTTING_DOWN.to_owned(),
+        StopReason::AuthFailed => format!("{AUTH_STOPPED}: {reason}"),
+        StopReason::Deadline(_) => reason.to_string(),
+    }
+}
+
 /// Stop the run when more than this share of at least `FAILURE_MIN_OPS`
 /// finished operations failed: something is wrong beyond single records.
 const FAILURE_SHARE: f64 = 0.4;
@@ -159,14 +169,40 @@ impl Run<'_> {
         self.customer_ids.lock().ok()?.get(external_id).cloned()
     }
 
+    fn stop_with(&self, why: impl FnOnce() -> String) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.get_or_insert_with(why);
+        }
+    }
+
+    /// Why an operation not started is skipped once the client stopped.
+    fn skip_reason(&self, reason: StopReason) -> String {
+        match reason {
+            StopReason::ShuttingDown => SHUTTING_DOWN.to_owned(),
+            StopReason::AuthFailed => format!(
+                "the run stopped: {}",
+                self.stopped()
+                    .unwrap_or_else(|| format!("{AUTH_STOPPED}: {reason}"))
+            ),
+            StopReason::Deadline(_) => format!("the run stopped: {reason}"),
+        }
+    }
+
     async fn run(&self, op: &Operation) -> (Outcome, Option<PlatformError>) {
         if self.cancel.is_cancelled() {
-            if let Ok(mut stop) = self.stop.lock() {
-                stop.get_or_insert_with(|| SHUTTING_DOWN.to_owned());
-            }
+            self.stop_with(|| SHUTTING_DOWN.to_owned());
             return (
                 Outcome::Skipped {
                     reason: SHUTTING_DOWN.to_owned(),
+                },
+                None,
+            );
+        }
+        if let Some(reason) = self.client.stopped() {
+            self.stop_with(|| stop_text(reason));
+            return (
+                Outcome::Skipped {
+                    reason: self.skip_reason(reason),
                 },
                 None,
             );
@@ -179,6 +215,34 @@ impl Run<'_> {
                 None,
             );
         }
+        let (outcome, error) = self.send(op).await;
+        match error.as_ref().map(|e| (e, e.stop_reason())) {
+            // Not sent: the client stopped while the operation waited its
+            // turn (rate limit, concurrency cap, a 429 pause).
+            Some((PlatformError::Stopped { reason, .. }, _)) => {
+                let reason = *reason;
+                if reason != StopReason::AuthFailed {
+                    self.stop_with(|| stop_text(reason));
+                }
+                (
+                    Outcome::Skipped {
+                        reason: self.skip_reason(reason),
+                    },
+                    error,
+                )
+            }
+            // Sent, and abandoned at the deadline: it failed (the next run
+            // sees whether it was applied).
+            Some((_, Some(reason))) => {
+                self.stop_with(|| stop_text(reason));
+                (outcome, error)
+            }
+            _ => (outcome, error),
+        }
+    }
+
+    /// Sends what `op` needs and says how it went.
+    async fn send(&self, op: &Operation) -> (Outcome, Option<PlatformError>) {
         let result = match op {
             Operation::CreateCustomer(c) => self.create_customer(c).await,
             Operation::UpdateCustomer { id, patch, .. }
@@ -198,7 +262,25 @@ impl Run<'_> {
             }
             Operation::RecreateUser { old_id, create, .. } => {
                 match self.delete_user(old_id).await {
-                    Ok(_) => return self.create_user(create).await,
+                    Ok(_) => {
+                        return match self.create_user(create).await {
+                            // Half done is no skip: the old user is gone.
+                            (_, Some(e)) if matches!(e, PlatformError::Stopped { .. }) => {
+                                if let Some(reason) = e.stop_reason() {
+                                    self.stop_with(|| stop_text(reason));
+                                }
+                                (
+                                    Outcome::Failed {
+                                        error: format!(
+                                            "the old user was deleted, the new one not created: {e}"
+                                        ),
+                                    },
+                                    None,
+                                )
+                            }
+                            done => done,
+                        };
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -338,10 +420,10 @@ impl Run<'_> {
     }
 }
 
-/// A delete refused because the id is unknown: it is already gone.
+/// A delete answered "not found" (in either of the platform's forms): it is
+/// already gone, for example because an earlier attempt's answer was lost.
 fn is_unknown_id(e: &PlatformError) -> bool {
-    e.field_errors()
-        .is_some_and(|errors| errors.iter().all(|f| f.field == "id"))
+    e.is_not_found()
 }
 
 /// Applies `plan` (already checked by the guards) against the platform.

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::daemon::{self, StateLock};
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
 use crate::report::{self, ApplyProgress};
-use crate::run::{reconcile, Connection, Mode};
+use crate::run::{reconcile_cancellable, Connection, Mode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,10 +31,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what a sync would change, and change nothing.
-    /// Exit 0 in sync, 2 changes pending, 3 blocked by a safety limit, 1 error.
+    /// Exit 0 in sync, 2 changes pending, 3 blocked by a safety limit, 1 error,
+    /// 5 stopped by SIGTERM/SIGINT.
     Plan(PlanArgs),
     /// Apply the changes. Exit 0 applied (or nothing to do), 3 blocked,
-    /// 4 some operations failed, 1 error.
+    /// 4 some operations failed, 1 error, 5 stopped by SIGTERM/SIGINT (the
+    /// operations in flight finished, the rest were skipped).
     Sync(SyncArgs),
     /// Run as a service: reconcile on the config's schedule until SIGTERM.
     /// Reloads the config on SIGHUP; talks to systemd (Type=notify).
@@ -136,8 +139,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::CheckConfig(args) => {
             Config::load(&args.config)?;
-            println!("{}: OK", args.config.display());
-            println!("(secrets are not read here: plan, sync and run read them when they connect)");
+            write_stdout(&format!(
+                "{}: OK\n(secrets are not read here: plan, sync and run read them when they connect)\n",
+                args.config.display()
+            ));
             Ok(report::exit::OK)
         }
         Command::Run(args) => {
@@ -162,16 +167,28 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
         tracing::warn!("--allow-deletes: the delete budgets are LIFTED for this run; every planned delete will be sent.");
         eprintln!("dirsync: WARNING: --allow-deletes lifts the delete budgets for this run.");
     }
+    // SIGTERM or SIGINT, as for the daemon: no new request leaves, those in
+    // flight finish, the rest are skipped, and the report is printed.
+    let cancel = CancellationToken::new();
+    let signals =
+        stop_on_signals(cancel.clone()).context("cannot listen for SIGTERM and SIGINT")?;
     let connection = Connection::open(&config.platform).await?;
     let progress = ApplyProgress::default();
-    let result = reconcile(&config, &connection, mode, &progress).await;
+    let result = reconcile_cancellable(&config, &connection, mode, &progress, &cancel).await;
     progress.finish();
     connection.close().await?;
-    let outcome = result?;
+    let outcome = match result {
+        Err(e) if e.is_interrupted() => {
+            signals.abort();
+            eprintln!("dirsync: {e}");
+            return Ok(report::exit::INTERRUPTED);
+        }
+        other => other?,
+    };
     let mode_name = if mode == Mode::Plan { "plan" } else { "sync" };
     match output {
-        Output::Text => print!("{}", report::text(&outcome)),
-        Output::Json => println!("{}", report::json(&outcome, mode_name)),
+        Output::Text => write_stdout(&report::text(&outcome)),
+        Output::Json => write_stdout(&format!("{}\n", report::json(&outcome, mode_name))),
     }
     let code = match mode {
         Mode::Plan => report::plan_exit_code(&outcome),
@@ -189,7 +206,38 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
         exit_code = code,
         "Run finished."
     );
+    signals.abort();
     Ok(code)
+}
+
+/// The first SIGTERM or SIGINT cancels `cancel`; a second one leaves at once
+/// (exit 5; the next run converges).
+fn stop_on_signals(cancel: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = int.recv() => "SIGINT",
+                else => break,
+            };
+            if cancel.is_cancelled() {
+                tracing::warn!(
+                    signal = name,
+                    "Second stop signal: leaving at once. The next run converges."
+                );
+                eprintln!("dirsync: stopped at once by a second {name}; the next run converges.");
+                std::process::exit(report::exit::INTERRUPTED);
+            }
+            tracing::warn!(
+                signal = name,
+                "Stop requested: no new request is sent; the operations in flight finish."
+            );
+            cancel.cancel();
+        }
+    }))
 }
 
 async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<i32> {
@@ -225,7 +273,10 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<i32> {
     };
     let running = emulator::start(options).await?;
     // The one line scripts and tests read to find the port.
-    println!("dirsync emulator listening on {}", running.url());
+    write_stdout(&format!(
+        "dirsync emulator listening on {}\n",
+        running.url()
+    ));
     shutdown_signal().await;
     tracing::info!("Shutting down.");
     running.shutdown().await?;
@@ -253,5 +304,18 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Writes to stdout without panicking when it is closed (`dirsync plan |
+/// head -c 10`): a reader that went away is not an error of the run, whose
+/// exit code still tells the outcome. Other write errors are logged.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => tracing::warn!(error = %e, "Cannot write to standard output."),
     }
 }

@@ -19,6 +19,9 @@ pub enum Origin {
     /// A physical line of a file (the record's first line when it spans several).
     /// The path is shared by every record of the file.
     Line { file: Arc<Path>, line: u64 },
+    /// A whole file (what is wrong is not one record: it changed while it
+    /// was read, say).
+    File { file: Arc<Path> },
     /// A directory entry (LDAP DN).
     Entry { dn: String },
     /// The n-th record (0-based) of a response.
@@ -29,6 +32,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Line { file, line } => write!(f, "{}:{line}", file.display()),
+            Origin::File { file } => write!(f, "{}", file.display()),
             Origin::Entry { dn } => write!(f, "entry {dn}"),
             Origin::Record { url, index } => write!(f, "{url} record {index}"),
         }
@@ -113,6 +117,44 @@ pub struct Directory {
     /// What refused records were about: these are neither updated nor
     /// deleted this run, because the directory's wish for them is unknown.
     pub unknown: Unknown,
+    /// Why this read cannot say who is absent, if it cannot: the file may be
+    /// cut short or was changing while it was read, or a refused record named
+    /// no externalId. Non-empty: nothing is deleted this run; when the plan
+    /// holds deletes, `guard::check_source` reports each cause as a
+    /// `BlockReason::DeletesWithheld`.
+    pub deletes_withheld: Vec<Withheld>,
+}
+
+impl Directory {
+    /// Whether this read may cause deletes at all.
+    pub fn withholds_deletes(&self) -> bool {
+        !self.deletes_withheld.is_empty()
+    }
+
+    /// Notes that this read cannot say who is absent (once per origin and cause).
+    pub fn withhold_deletes(&mut self, origin: &Origin, cause: impl Into<String>) {
+        let w = Withheld {
+            origin: origin.clone(),
+            cause: cause.into(),
+        };
+        if !self.deletes_withheld.contains(&w) {
+            self.deletes_withheld.push(w);
+        }
+    }
+}
+
+/// Why a read cannot say who is absent: where, and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Withheld {
+    pub origin: Origin,
+    pub cause: String,
+}
+
+impl fmt::Display for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.cause)
+    }
 }
 
 /// Keys of refused records.
@@ -124,6 +166,79 @@ pub struct Unknown {
     /// Lowercased emails of refused user records (for rows whose externalId
     /// itself was missing, the email still protects the platform user).
     pub user_emails: BTreeSet<String>,
+}
+
+/// The longest value (in characters, i.e. Unicode code points) each
+/// platform field takes from a source. Conservative: a value past its limit
+/// is a refused record, never sent (README, "Values dirsync refuses").
+pub mod limits {
+    /// A user's or a customer's externalId.
+    pub const EXTERNAL_ID: usize = 255;
+    /// A user's or a customer's name.
+    pub const NAME: usize = 255;
+    /// An email address (RFC 5321 allows 254).
+    pub const EMAIL: usize = 254;
+    pub const PHONE: usize = 64;
+    /// The source's role value (before the role table).
+    pub const ROLE: usize = 255;
+    /// Each label, after splitting on `label_separator`.
+    pub const LABEL: usize = 255;
+    pub const DESCRIPTION: usize = 4096;
+}
+
+/// What a field may hold: at most `max_chars` characters and no control
+/// characters (NUL, tab, line breaks, DEL, C1 controls, U+2028, U+2029),
+/// except that a multi-line field (a customer's description) may hold tabs
+/// and line breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueRule {
+    pub max_chars: usize,
+    pub multiline: bool,
+}
+
+impl ValueRule {
+    pub const fn single_line(max_chars: usize) -> ValueRule {
+        ValueRule {
+            max_chars,
+            multiline: false,
+        }
+    }
+
+    /// Why `value` cannot be sent, if it cannot. The message never repeats
+    /// the value (it may be a megabyte long, or hold what a terminal obeys).
+    pub fn problem(&self, value: &str) -> Option<String> {
+        let mut chars = 0usize;
+        for c in value.chars() {
+            chars += 1;
+            let allowed_break = self.multiline && matches!(c, '\t' | '\n' | '\r');
+            if (c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) && !allowed_break {
+                return Some(format!(
+                    "contains {} at character {chars}; control characters are refused",
+                    describe_control(c)
+                ));
+            }
+        }
+        (chars > self.max_chars).then(|| {
+            format!(
+                "is {chars} characters long, over the limit of {} for this field",
+                self.max_chars
+            )
+        })
+    }
+}
+
+fn describe_control(c: char) -> String {
+    let name = match c {
+        '\0' => "NUL",
+        '\t' => "a tab",
+        '\n' => "a line break",
+        '\r' => "a carriage return",
+        '\u{7f}' => "DEL",
+        '\u{2028}' => "a line separator",
+        '\u{2029}' => "a paragraph separator",
+        _ => "a control character",
+    };
+    format!("{name} (U+{:04X})", u32::from(c))
 }
 
 /// Trimmed text; `None` for empty.
@@ -181,6 +296,33 @@ mod tests {
     fn emails_compare_case_insensitively() {
         assert!(same_email("Ada@Example.com ", "ada@example.com"));
         assert!(!same_email("ada@example.com", "ada@example.org"));
+    }
+
+    #[test]
+    fn control_characters_and_overlong_values_are_named_without_the_value() {
+        let rule = ValueRule::single_line(5);
+        assert_eq!(rule.problem("Ada"), None);
+        assert_eq!(rule.problem("Zoë"), None, "characters, not bytes");
+        assert_eq!(
+            rule.problem("A\0da").as_deref(),
+            Some("contains NUL (U+0000) at character 2; control characters are refused")
+        );
+        assert!(rule.problem("a\tb").unwrap().contains("a tab (U+0009)"));
+        assert!(rule
+            .problem("a\nb")
+            .unwrap()
+            .contains("a line break (U+000A)"));
+        assert!(rule.problem("a\u{85}b").unwrap().contains("U+0085"));
+        assert_eq!(
+            rule.problem("abcdef").as_deref(),
+            Some("is 6 characters long, over the limit of 5 for this field")
+        );
+        let multiline = ValueRule {
+            max_chars: 50,
+            multiline: true,
+        };
+        assert_eq!(multiline.problem("line one\r\n\tline two"), None);
+        assert!(multiline.problem("a\0").is_some(), "NUL never");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! that `graphql_client` generates are converted into them at the platform
 //! boundary and never leak further (ARCHITECTURE.md, invariant 7).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -89,6 +90,20 @@ pub struct Snapshot {
     /// Every customer user (never organization users, never embedded marketplace users).
     pub users: Vec<PlatformUser>,
     pub roles: Vec<Role>,
+    /// What each customer that the plan would delete holds, read just for
+    /// those customers (a customer delete takes all of it). A customer
+    /// missing here is never deleted: what it holds is unknown.
+    #[serde(default)]
+    pub holdings: BTreeMap<PlatformId, CustomerHoldings>,
+}
+
+/// What a customer holds on the platform, and a delete would take with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerHoldings {
+    /// Every user of the customer, embedded marketplace users included.
+    pub users: u64,
+    /// Deployed integration instances.
+    pub instances: u64,
 }
 
 /// Fields for `createCustomer`.

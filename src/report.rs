@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 
 use serde::Serialize;
 
-use crate::apply::{OperationReport, Outcome, Progress};
+use crate::apply::{OperationReport, Outcome, Progress, SHUTTING_DOWN};
+use crate::guard::BlockReason;
 use crate::plan::render;
 use crate::run::Reconcile;
 
@@ -18,6 +19,9 @@ pub mod exit {
     pub const CHANGES_PENDING: i32 = 2;
     pub const BLOCKED: i32 = 3;
     pub const PARTIAL_FAILURE: i32 = 4;
+    /// Stopped by SIGTERM or SIGINT: the operations in flight finished, the
+    /// rest were skipped (or nothing was planned yet); the next run converges.
+    pub const INTERRUPTED: i32 = 5;
 }
 
 /// The exit code of `dirsync plan` (or `sync --dry-run`).
@@ -37,6 +41,12 @@ pub fn sync_exit_code(r: &Reconcile) -> i32 {
     if !r.blocked.is_empty() {
         return exit::BLOCKED;
     }
+    if r.report
+        .as_ref()
+        .is_some_and(|rep| rep.stopped.as_deref() == Some(SHUTTING_DOWN))
+    {
+        return exit::INTERRUPTED;
+    }
     let failed = r
         .report
         .as_ref()
@@ -51,7 +61,12 @@ pub fn sync_exit_code(r: &Reconcile) -> i32 {
 /// The plan (and the outcomes, after an apply) as text.
 pub fn text(r: &Reconcile) -> String {
     let mut out = render::text(&r.plan);
-    if !r.blocked.is_empty() {
+    if r.blocked.iter().all(BlockReason::withholds_deletes_only) && !r.blocked.is_empty() {
+        out.push_str("\nDELETES WITHHELD: the deletes above are not sent this run (creates and updates are), because:\n");
+        for reason in &r.blocked {
+            let _ = writeln!(out, "  x {reason}");
+        }
+    } else if !r.blocked.is_empty() {
         out.push_str("\nBLOCKED: nothing was sent. The plan above stays staged until:\n");
         for reason in &r.blocked {
             let _ = writeln!(out, "  x {reason}");

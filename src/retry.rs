@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use backoff::backoff::Backoff;
 use backoff::ExponentialBackoffBuilder;
 
 /// What the retry loop needs to know about an error type.
@@ -61,15 +62,34 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
     operation: &'static str,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, E>
 where
     E: Retryable,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    with_retries_or(policy, operation, attempt, || std::future::pending::<E>()).await
+}
+
+/// [`with_retries`] whose waits between attempts end early when
+/// `interrupted()` resolves: its error is returned at once, and no further
+/// attempt is made (a client that stopped, a deadline that passed).
+pub async fn with_retries_or<T, E, F, Fut, I, IFut>(
+    policy: &RetryPolicy,
+    operation: &'static str,
+    mut attempt: F,
+    mut interrupted: I,
+) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    I: FnMut() -> IFut,
+    IFut: Future<Output = E>,
+{
     let max_attempts = policy.max_attempts.max(1);
-    let backoff = ExponentialBackoffBuilder::new()
+    let mut backoff = ExponentialBackoffBuilder::new()
         .with_initial_interval(policy.initial_interval)
         .with_max_interval(policy.max_interval)
         .with_randomization_factor(0.5)
@@ -77,43 +97,38 @@ where
         .with_max_elapsed_time(None)
         .build();
     let mut attempts = 0u32;
-    backoff::future::retry_notify(
-        backoff,
-        || {
-            attempts += 1;
-            let this_attempt = attempts;
-            let fut = attempt();
-            async move {
-                match fut.await {
-                    Ok(v) => Ok(v),
-                    Err(e) if !e.is_retryable() => Err(backoff::Error::permanent(e)),
-                    Err(e) if this_attempt >= max_attempts => Err(backoff::Error::permanent(
-                        E::exhausted(operation, this_attempt, e),
-                    )),
-                    Err(e) => match e.retry_after() {
-                        Some(wait) if wait > policy.max_retry_after => {
-                            Err(backoff::Error::permanent(E::wait_too_long(
-                                operation,
-                                wait,
-                                policy.max_retry_after,
-                            )))
-                        }
-                        Some(wait) => Err(backoff::Error::retry_after(e, wait)),
-                        None => Err(backoff::Error::transient(e)),
-                    },
-                }
+    loop {
+        attempts += 1;
+        let err = match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if attempts >= max_attempts {
+            return Err(E::exhausted(operation, attempts, err));
+        }
+        let wait = match err.retry_after() {
+            Some(wait) if wait > policy.max_retry_after => {
+                return Err(E::wait_too_long(operation, wait, policy.max_retry_after));
             }
-        },
-        |err: E, wait: Duration| {
-            tracing::warn!(
-                operation,
-                error = %err,
-                wait_ms = wait.as_millis() as u64,
-                "Request failed; retrying."
-            );
-        },
-    )
-    .await
+            Some(wait) => wait,
+            None => backoff.next_backoff().unwrap_or(policy.max_interval),
+        };
+        tracing::warn!(
+            operation,
+            attempt = attempts,
+            error = %err,
+            wait_ms = wait.as_millis() as u64,
+            "Request failed; retrying."
+        );
+        tokio::select! {
+            biased;
+            stop = interrupted() => return Err(stop),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::apply::{apply, ApplyOptions, ApplyReport, Progress};
 use crate::config::{Config, PlatformSettings, PlatformTarget};
 use crate::emulator::{self, EmulatorError, EmulatorOptions, RunningEmulator, Seed};
 use crate::guard::{self, BlockReason};
-use crate::plan::{plan, Plan, PlanError};
+use crate::plan::{customers_to_inspect, plan, Plan, PlanError};
 use crate::platform::{
     AuthMethod, ClientSetupError, PlatformClient, PlatformConfig, PlatformError, RequestStats,
     SecretSource,
@@ -34,11 +34,22 @@ pub enum RunError {
     Auth(#[from] crate::platform::AuthError),
     #[error("built-in emulator: {0}")]
     Emulator(#[from] EmulatorError),
+    /// Cancelled (SIGTERM or SIGINT) before the plan was made: nothing was sent.
+    #[error("stopped before the plan was made (shutting down); nothing was changed")]
+    Interrupted,
+    /// The run deadline passed while the source was read.
+    #[error("source: the run deadline of {} s (platform.run_deadline_secs) passed while the source was read", .0.as_secs())]
+    SourceDeadline(std::time::Duration),
 }
 
 impl RunError {
     pub fn is_auth(&self) -> bool {
         matches!(self, RunError::Platform(e) if e.is_auth()) || matches!(self, RunError::Auth(_))
+    }
+
+    /// The run was cancelled before its plan was made.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, RunError::Interrupted)
     }
 }
 
@@ -83,6 +94,7 @@ impl Connection {
         config.requests_per_second = settings.requests_per_second;
         config.max_concurrency = settings.max_concurrency;
         config.retry = settings.retry.clone();
+        config.run_deadline = Some(settings.run_deadline);
         Ok(Connection {
             client: PlatformClient::new(config)?,
             emulator,
@@ -153,8 +165,14 @@ pub async fn reconcile(
     .await
 }
 
-/// [`reconcile`] that stops between operations once `cancel` fires: the
-/// operations in flight finish, the rest are skipped ("shutting down").
+/// [`reconcile`] that stops once `cancel` fires: no further request leaves
+/// the client (those in flight finish), and operations not started are
+/// skipped ("shutting down"). Cancelled before the plan is made, it returns
+/// [`RunError::Interrupted`].
+///
+/// The connection's run deadline (`platform.run_deadline_secs`) bounds the
+/// whole: reading the source, reading the platform, and the apply, whose
+/// operations not started by then are skipped.
 pub async fn reconcile_cancellable(
     config: &Config,
     connection: &Connection,
@@ -164,16 +182,35 @@ pub async fn reconcile_cancellable(
 ) -> Result<Reconcile, RunError> {
     let started = Instant::now();
     let client = &connection.client;
+    client.stop_when(cancel);
     let before = client.stats();
     let platform = async {
         let who = client.authenticated_user().await?;
         tracing::debug!(user = %who.email, "Authenticated.");
         client.snapshot().await
     };
-    let (directory, snapshot) = tokio::try_join!(
-        async { read_directory(config).await.map_err(RunError::from) },
-        async { platform.await.map_err(RunError::from) }
-    )?;
+    let source = async {
+        match client.deadline() {
+            Some(at) => match tokio::time::timeout_at(at, read_directory(config)).await {
+                Ok(read) => read.map_err(RunError::from),
+                Err(_) => Err(RunError::SourceDeadline(config.platform.run_deadline)),
+            },
+            None => read_directory(config).await.map_err(RunError::from),
+        }
+    };
+    let (directory, snapshot) =
+        tokio::try_join!(source, async { platform.await.map_err(RunError::from) })
+            .map_err(interrupted)?;
+    // A customer delete takes everything the customer holds: read that for
+    // the customers the plan may delete, or the planner keeps them.
+    let mut snapshot = snapshot;
+    let leaving = customers_to_inspect(&directory, &snapshot, &config.policy);
+    if !leaving.is_empty() {
+        snapshot.holdings = client
+            .customer_holdings(&leaving)
+            .await
+            .map_err(|e| interrupted(e.into()))?;
+    }
     let plan = plan(&directory, &snapshot, &config.policy, &config.mapping.roles)?;
     let allow_deletes = matches!(
         mode,
@@ -181,18 +218,22 @@ pub async fn reconcile_cancellable(
             allow_deletes: true
         }
     );
-    let blocked = guard::check(&plan, &config.policy, allow_deletes);
-    let report = match mode {
-        Mode::Apply { .. } if blocked.is_empty() && !plan.is_empty() => {
+    let blocked = guard::check_source(&plan, &directory, &config.policy, allow_deletes);
+    // Everything, the plan without its deletes (when the only reasons are
+    // withheld deletes: creates and updates go on), or nothing.
+    let sendable = guard::sendable(&plan, &blocked);
+    let report = match (mode, sendable.as_deref()) {
+        (Mode::Apply { .. }, Some(send)) if !send.is_empty() => {
             let options = ApplyOptions {
                 concurrency: config.policy.apply_concurrency,
                 cancel: cancel.clone(),
             };
-            Some(apply(&plan, &snapshot, client, &options, progress).await)
+            Some(apply(send, &snapshot, client, &options, progress).await)
         }
-        Mode::Apply { .. } if blocked.is_empty() => Some(ApplyReport::default()),
+        (Mode::Apply { .. }, Some(_)) => Some(ApplyReport::default()),
         _ => None,
     };
+    drop(sendable);
     let after = client.stats();
     Ok(Reconcile {
         plan,
@@ -205,4 +246,17 @@ pub async fn reconcile_cancellable(
         },
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A platform read that was not sent because the run is shutting down is
+/// the run's interruption, not a platform failure.
+fn interrupted(e: RunError) -> RunError {
+    match e {
+        RunError::Platform(e)
+            if e.stop_reason() == Some(crate::platform::StopReason::ShuttingDown) =>
+        {
+            RunError::Interrupted
+        }
+        other => other,
+    }
 }

@@ -47,6 +47,8 @@ struct RawRoles {
     map: BTreeMap<String, String>,
     #[serde(default = "default_role")]
     default: String,
+    #[serde(default)]
+    unmapped: UnmappedRole,
 }
 
 impl Default for RawRoles {
@@ -54,8 +56,20 @@ impl Default for RawRoles {
         RawRoles {
             map: BTreeMap::new(),
             default: default_role(),
+            unmapped: UnmappedRole::default(),
         }
     }
+}
+
+/// `mapping.roles.unmapped`: what a role value the map does not hold gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmappedRole {
+    /// The record is refused (a typo such as "Admn" is not a demotion).
+    #[default]
+    Refuse,
+    /// The user gets `mapping.roles.default`, as asked for explicitly.
+    Default,
 }
 
 fn default_role() -> String {
@@ -69,6 +83,26 @@ pub struct Mapping {
     pub customer: CustomerMapping,
     pub user: UserMapping,
     pub roles: RoleTable,
+    /// `mapping.roles.unmapped` (read through [`Mapping::role_for`]).
+    unmapped_role: UnmappedRole,
+}
+
+impl Mapping {
+    /// The platform role a user gets for a source role value: the default
+    /// for an absent (or empty) value, the table's role for a mapped one.
+    /// For a value the table does not hold: the default when
+    /// `mapping.roles.unmapped: default` asks for it, else None (the record
+    /// is refused).
+    pub fn role_for(&self, source_value: Option<&str>) -> Option<&str> {
+        let Some(value) = source_value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Some(&self.roles.default);
+        };
+        match (self.roles.lookup(value), self.unmapped_role) {
+            (Some(role), _) => Some(role),
+            (None, UnmappedRole::Default) => Some(&self.roles.default),
+            (None, UnmappedRole::Refuse) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -110,11 +144,21 @@ pub struct RoleTable {
 }
 
 impl RoleTable {
-    /// The platform role name for a source value (the default when absent or unmapped).
+    /// The platform role name for a source value (the default when absent
+    /// or unmapped). Lenient: the mapping step uses [`Mapping::role_for`],
+    /// which refuses an unmapped value unless `mapping.roles.unmapped: default`.
     pub fn resolve(&self, source_value: Option<&str>) -> &str {
         source_value
             .and_then(|v| self.map.get(&v.trim().to_lowercase()))
             .unwrap_or(&self.default)
+    }
+
+    /// The platform role name the map holds for a source value (any case),
+    /// if it holds one; unlike [`RoleTable::resolve`], never the default.
+    pub fn lookup(&self, source_value: &str) -> Option<&str> {
+        self.map
+            .get(&source_value.trim().to_lowercase())
+            .map(String::as_str)
     }
 
     /// Every platform role name the table can produce.
@@ -153,5 +197,44 @@ pub(super) fn validate_mapping(c: &Checker<'_>, m: RawMapping) -> Result<Mapping
         customer,
         user,
         roles,
+        unmapped_role: m.roles.unmapped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{parse, MINIMAL};
+
+    #[test]
+    fn an_unmapped_role_value_is_refused_unless_the_config_asks_for_the_default() {
+        let roles = "  roles:\n    map: { admin: Admin }\n    default: Member\n";
+        let c = parse(&format!("{MINIMAL}{roles}")).unwrap();
+        assert_eq!(c.mapping.role_for(Some("ADMIN ")), Some("Admin"));
+        assert_eq!(c.mapping.role_for(Some("Admn")), None, "refused by default");
+        assert_eq!(
+            c.mapping.role_for(None),
+            Some("Member"),
+            "absent: the default"
+        );
+        assert_eq!(
+            c.mapping.role_for(Some(" ")),
+            Some("Member"),
+            "empty: the default"
+        );
+
+        let c = parse(&format!("{MINIMAL}{roles}    unmapped: default\n")).unwrap();
+        assert_eq!(c.mapping.role_for(Some("Admn")), Some("Member"));
+        let c = parse(&format!("{MINIMAL}{roles}    unmapped: refuse\n")).unwrap();
+        assert_eq!(c.mapping.role_for(Some("Admn")), None);
+    }
+
+    #[test]
+    fn an_unknown_unmapped_choice_names_its_line_and_the_choices() {
+        let text = format!("{MINIMAL}  roles:\n    unmapped: demote\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("conf/dirsync.yaml:16:15: mapping.roles.unmapped: unknown variant `demote`, expected `refuse` or `default`"),
+            "{err}"
+        );
+    }
 }

@@ -32,10 +32,16 @@ pub(super) struct RawPlatform {
     max_concurrency: usize,
     #[serde(default = "default_attempts")]
     max_attempts: u32,
+    #[serde(default = "default_run_deadline")]
+    run_deadline_secs: u64,
 }
 
 fn default_rps() -> u32 {
     10
+}
+
+fn default_run_deadline() -> u64 {
+    crate::platform::DEFAULT_RUN_DEADLINE.as_secs()
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +125,9 @@ pub struct PlatformSettings {
     pub requests_per_second: NonZeroU32,
     pub max_concurrency: usize,
     pub retry: RetryPolicy,
+    /// A run (one connection) sends nothing more, and abandons what is in
+    /// flight, once this much time has passed since it connected.
+    pub run_deadline: Duration,
 }
 
 impl Checker<'_> {
@@ -191,6 +200,9 @@ pub(super) fn validate_platform(
             return Err(c.invalid_at("platform", key, "timeouts must be at least 1 second"));
         }
     }
+    if p.run_deadline_secs == 0 {
+        return Err(c.invalid("platform.run_deadline_secs", "must be at least 1 second"));
+    }
     Ok(PlatformSettings {
         target,
         auth,
@@ -203,6 +215,7 @@ pub(super) fn validate_platform(
             max_attempts: p.max_attempts,
             ..RetryPolicy::default()
         },
+        run_deadline: Duration::from_secs(p.run_deadline_secs),
     })
 }
 
@@ -241,5 +254,30 @@ fn validate_auth(
             "platform.refresh_token",
             "give token or refresh_token, not both",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{parse, MINIMAL};
+    use std::time::Duration;
+
+    #[test]
+    fn the_run_deadline_defaults_to_30_minutes_and_must_be_at_least_1_second() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.platform.run_deadline, Duration::from_secs(1800));
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "  emulator:\n    state: state.json\n",
+                &format!("  emulator:\n    state: state.json\n  run_deadline_secs: {v}\n"),
+            )
+        };
+        assert_eq!(
+            parse(&with("5")).unwrap().platform.run_deadline,
+            Duration::from_secs(5)
+        );
+        let err = parse(&with("0")).unwrap_err();
+        assert_eq!(err.key(), Some("platform.run_deadline_secs"), "{err}");
+        assert!(err.to_string().contains("at least 1 second"), "{err}");
     }
 }

@@ -79,6 +79,9 @@ struct RawCustomerBudget {
     max_count: usize,
     #[serde(default = "default_customer_delete_percent")]
     max_percent: f64,
+    /// Whether a customer with deployed instances may be deleted (with them).
+    #[serde(default)]
+    with_instances: bool,
 }
 
 fn default_customer_delete_count() -> usize {
@@ -94,6 +97,7 @@ impl Default for RawCustomerBudget {
             enabled: false,
             max_count: default_customer_delete_count(),
             max_percent: default_customer_delete_percent(),
+            with_instances: false,
         }
     }
 }
@@ -149,6 +153,9 @@ pub struct Policy {
     pub delete_users: Budget,
     /// None: customer deletes are off.
     pub delete_customers: Option<Budget>,
+    /// `delete_customers.with_instances`: a customer with deployed instances
+    /// may be deleted (by default it is kept).
+    pub delete_customers_with_instances: bool,
     pub max_shrink_percent: f64,
     pub apply_concurrency: usize,
     pub refused_records: Budget,
@@ -166,6 +173,7 @@ impl Default for Policy {
                 max_percent: raw.delete_users.max_percent,
             },
             delete_customers: None,
+            delete_customers_with_instances: false,
             max_shrink_percent: raw.max_shrink_percent,
             apply_concurrency: raw.apply_concurrency,
             refused_records: Budget {
@@ -207,6 +215,7 @@ pub(super) fn validate_policy(c: &Checker<'_>, pol: RawPolicy) -> Result<Policy,
             max_count: pol.delete_customers.max_count,
             max_percent: pol.delete_customers.max_percent,
         }),
+        delete_customers_with_instances: pol.delete_customers.with_instances,
         max_shrink_percent: c.percent("policy.max_shrink_percent", pol.max_shrink_percent)?,
         apply_concurrency: pol.apply_concurrency,
         refused_records: Budget {

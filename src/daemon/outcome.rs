@@ -121,6 +121,7 @@ impl RunOutcome {
             match report::sync_exit_code(r) {
                 report::exit::OK => RunResult::Ok,
                 report::exit::BLOCKED => RunResult::Blocked,
+                report::exit::INTERRUPTED => RunResult::Interrupted,
                 _ => RunResult::Partial,
             }
         };
@@ -135,7 +136,11 @@ impl RunOutcome {
     /// From a run that ended in an error before its apply.
     pub fn from_error(e: &RunError) -> RunOutcome {
         RunOutcome {
-            result: RunResult::Failed,
+            result: if e.is_interrupted() {
+                RunResult::Interrupted
+            } else {
+                RunResult::Failed
+            },
             counts: RunCounts::default(),
             error: Some(e.to_string()),
             auth_failed: e.is_auth(),

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::store::{
     CustomerUpdateInput, NewCustomerInput, NewUserInput, Refusal, RoleKind, State, Store,
-    StoredCustomer, StoredRole, StoredUser, UserUpdateInput,
+    StoredCustomer, StoredInstance, StoredRole, StoredUser, UserUpdateInput,
 };
 
 pub type EmulatorSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -200,6 +200,33 @@ impl CustomerObj {
             window.slice(&users, |u| UserObj::new(state, u))?,
         ))
     }
+    /// The customer's deployed integration instances.
+    async fn instances(
+        &self,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+        offset: Option<i32>,
+    ) -> Result<InstanceConnection> {
+        let window = Window::new(after, before, first, last, offset)?;
+        let instances: Vec<&StoredInstance> = self.0.instances.iter().collect();
+        Ok(InstanceConnection::from_page(window.slice(
+            &instances,
+            |i| InstanceObj {
+                id: ID(i.id.clone()),
+                name: i.name.clone(),
+            },
+        )?))
+    }
+}
+
+/// A deployed integration instance (only what dirsync reads of it).
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Instance")]
+pub struct InstanceObj {
+    id: ID,
+    name: String,
 }
 
 #[derive(Clone)]
@@ -396,6 +423,13 @@ connection!(
     CustomerEdge,
     "CustomerEdge",
     CustomerObj
+);
+connection!(
+    InstanceConnection,
+    "InstanceConnection",
+    InstanceEdge,
+    "InstanceEdge",
+    InstanceObj
 );
 connection!(
     UserConnection,
@@ -804,6 +838,9 @@ fn mutate<T, O>(
                 .map_err(|e| Error::new(format!("internal error: {e}")))?;
             Ok(Ok(view(store.state(), value)))
         }
+        // The platform answers an id that names nothing with a top-level
+        // error, not a payload error.
+        Err(refusal) if refusal.not_found => Err(Error::new(refusal.message)),
         Err(refusal) => Ok(Err(refusal)),
     }
 }

@@ -6,6 +6,7 @@
 //! customers:
 //!   - { name: Acme, externalId: acme, description: "", labels: [gold] }
 //!   - { name: Legacy Co }                 # no externalId: not managed
+//!   - { name: Busy, externalId: busy, instances: [Salesforce sync] }
 //! users:
 //!   - { email: ada@acme.example, name: Ada, customer: acme, role: Admin, externalId: u-1 }
 //!   - { email: 9f1c, customer: acme, role: Marketplace User, marketplace: true }
@@ -18,7 +19,7 @@ use std::path::Path;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::store::{new_global_id, RoleKind, Store, StoredCustomer, StoredUser};
+use super::store::{new_global_id, RoleKind, Store, StoredCustomer, StoredInstance, StoredUser};
 use super::EmulatorError;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -44,6 +45,9 @@ pub struct SeedCustomer {
     pub labels: Vec<String>,
     #[serde(default)]
     pub system: bool,
+    /// Names of deployed integration instances the customer holds.
+    #[serde(default)]
+    pub instances: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -105,6 +109,14 @@ impl Seed {
                     is_system: c.system,
                     created_at: now,
                     updated_at: now,
+                    instances: c
+                        .instances
+                        .iter()
+                        .map(|name| StoredInstance {
+                            id: new_global_id("Instance"),
+                            name: name.clone(),
+                        })
+                        .collect(),
                 })
                 .map_err(seed_err)?;
         }

@@ -50,6 +50,18 @@ pub struct StoredCustomer {
     pub is_system: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Deployed integration instances; they go with the customer.
+    #[serde(default)]
+    pub instances: Vec<StoredInstance>,
+}
+
+/// A deployed integration instance: the emulator keeps only what dirsync
+/// reads of it (that it exists, and which customer holds it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredInstance {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,17 +96,32 @@ pub struct State {
     pub authenticated_user_id: String,
 }
 
-/// A refused mutation: the payload `errors` entry it becomes.
+/// A refused mutation: the payload `errors` entry it becomes, or, for an
+/// id that names nothing, the top-level GraphQL error the platform answers
+/// with (`Customer matching query does not exist.`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub field: String,
     pub message: String,
+    /// An unknown id: a top-level error, not a payload error.
+    pub not_found: bool,
 }
 
 fn refuse<T>(field: &str, message: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal {
         field: field.to_owned(),
         message: message.into(),
+        not_found: false,
+    })
+}
+
+/// The platform's answer to an id that names nothing (Django's
+/// `DoesNotExist` message, as the real API sends it).
+fn not_found<T>(field: &str, type_name: &str) -> Result<T, Refusal> {
+    Err(Refusal {
+        field: field.to_owned(),
+        message: format!("{type_name} matching query does not exist."),
+        not_found: true,
     })
 }
 
@@ -189,6 +216,7 @@ impl State {
             is_system: true,
             created_at: now,
             updated_at: now,
+            instances: Vec::new(),
         };
         let owner = StoredUser {
             id: new_global_id("User"),
@@ -357,6 +385,7 @@ impl Store {
             is_system: false,
             created_at: now,
             updated_at: now,
+            instances: Vec::new(),
         };
         self.indexes.add_customer(&customer);
         self.state
@@ -427,17 +456,13 @@ impl Store {
         Ok(updated)
     }
 
-    /// Deletes a customer and every user that belongs to it.
+    /// Deletes a customer, every user that belongs to it (embedded
+    /// marketplace users included) and its deployed instances.
     pub fn delete_customer(&mut self, id: Option<String>) -> Result<StoredCustomer, Refusal> {
         let id = self.existing_customer_id(id)?;
-        let removed = self
-            .state
-            .customers
-            .shift_remove(&id)
-            .ok_or_else(|| Refusal {
-                field: "id".to_owned(),
-                message: "Customer not found.".to_owned(),
-            })?;
+        let Some(removed) = self.state.customers.shift_remove(&id) else {
+            return not_found("id", "Customer");
+        };
         self.indexes.remove_customer(&removed);
         let indexes = &mut self.indexes;
         self.state.users.retain(|_, u| {
@@ -455,7 +480,7 @@ impl Store {
             return refuse("customer", "This field is required.");
         };
         if !self.state.customers.contains_key(&customer_id) {
-            return refuse("customer", "Customer not found.");
+            return not_found("customer", "Customer");
         }
         let email = input.email.trim().to_owned();
         if !is_valid_email(&email) {
@@ -529,12 +554,16 @@ impl Store {
         Ok(updated)
     }
 
+    /// Deletes a user; never the signed-in one (the schema documents that
+    /// a user cannot delete themselves).
     pub fn delete_user(&mut self, id: Option<String>) -> Result<StoredUser, Refusal> {
         let id = self.existing_user_id(id)?;
-        let removed = self.state.users.shift_remove(&id).ok_or_else(|| Refusal {
-            field: "id".to_owned(),
-            message: "User not found.".to_owned(),
-        })?;
+        if id == self.state.authenticated_user_id {
+            return refuse("__all__", "You cannot delete yourself.");
+        }
+        let Some(removed) = self.state.users.shift_remove(&id) else {
+            return not_found("id", "User");
+        };
         self.indexes
             .user_by_email
             .remove(&removed.email.to_lowercase());
@@ -586,7 +615,7 @@ impl Store {
         match id {
             None => refuse("id", "This field is required."),
             Some(id) if self.state.customers.contains_key(&id) => Ok(id),
-            Some(_) => refuse("id", "Customer not found."),
+            Some(_) => not_found("id", "Customer"),
         }
     }
 
@@ -594,7 +623,7 @@ impl Store {
         match id {
             None => refuse("id", "This field is required."),
             Some(id) if self.state.users.contains_key(&id) => Ok(id),
-            Some(_) => refuse("id", "User not found."),
+            Some(_) => not_found("id", "User"),
         }
     }
 }

@@ -125,8 +125,11 @@ pub enum Operation {
         id: PlatformId,
         external_id: String,
         name: String,
-        /// Customer users it holds (all managed and leaving); they count in the user delete budget.
+        /// Every user it holds, embedded marketplace users included (all
+        /// managed and leaving, or it is kept); they count in the user delete budget.
         users: usize,
+        /// Its deployed integration instances, which the delete takes too.
+        instances: u64,
     },
 }
 
@@ -310,6 +313,29 @@ pub fn check_roles(table: &RoleTable, roles: &[Role]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// The customers a plan may delete (managed, and no longer in the
+/// directory) when customer deletes are on: what each of them holds must be
+/// read into [`Snapshot::holdings`] before planning, or none is deleted.
+pub fn customers_to_inspect(
+    directory: &Directory,
+    snapshot: &Snapshot,
+    policy: &Policy,
+) -> Vec<PlatformId> {
+    if policy.delete_customers.is_none() {
+        return Vec::new();
+    }
+    snapshot
+        .customers
+        .iter()
+        .filter(|c| {
+            c.external_id
+                .as_deref()
+                .is_some_and(|x| policy.in_scope(Some(x)) && !directory.customers.contains_key(x))
+        })
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 /// Computes the plan. Pure: same inputs, same plan.

@@ -123,11 +123,12 @@ pub fn operation_text(op: &Operation) -> String {
             external_id,
             name,
             users,
+            instances,
             ..
         } => {
             let _ = writeln!(
                 out,
-                "  - customer {external_id}  {}  PERMANENT: also deletes its {users} user(s) and all its instances",
+                "  - customer {external_id}  {}  PERMANENT: also deletes its {users} user(s) and {instances} instance(s)",
                 quoted(name)
             );
         }

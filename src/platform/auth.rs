@@ -1,6 +1,8 @@
 //! Where the access token comes from: a static token (file or environment
 //! variable), or the platform's refresh-token flow (`/auth/meta`, then
-//! `/oauth/token`), refreshed ahead of expiry with one refresh in flight.
+//! `/oauth/token`), refreshed ahead of expiry with one refresh in flight; or,
+//! like the official CLI, an access token used until it nears its expiry
+//! and then refreshed with the refresh token that came with it.
 //!
 //! Tokens live in `SecretString`s: their `Debug` is redacted and they are
 //! exposed only where the `Authorization` header or the token form is built.
@@ -105,6 +107,16 @@ impl SecretSource {
 pub enum AuthMethod {
     /// A long-lived access token (an API key).
     StaticToken(SecretSource),
+    /// An access token (a JWT, as the official CLI keeps it in
+    /// `PRISM_ACCESS_TOKEN`) used while more than the refresh margin of its
+    /// life (its `exp` claim) remains, then refreshed with the refresh token.
+    /// One whose `exp` cannot be read is refreshed before first use.
+    AccessAndRefresh {
+        access_token: SecretSource,
+        refresh_token: SecretSource,
+        tenant_id: Option<String>,
+        refresh_margin: Duration,
+    },
     /// A refresh token exchanged for short-lived access tokens.
     RefreshToken {
         refresh_token: SecretSource,
@@ -116,23 +128,38 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
-    /// The default when nothing is configured: the first of
-    /// `PRISMATIC_API_KEY`, `PRISM_ACCESS_TOKEN` (static) and
-    /// `PRISM_REFRESH_TOKEN` (refresh flow) that is set.
+    /// The default when nothing is configured, as the official tools read
+    /// the environment: `PRISMATIC_API_KEY` (static); else
+    /// `PRISM_ACCESS_TOKEN` with `PRISM_REFRESH_TOKEN` (the access token,
+    /// refreshed ahead of expiry, as the official CLI does); else either one
+    /// alone (static, or the refresh flow).
     pub fn from_environment() -> Result<AuthMethod, AuthError> {
-        for var in [ENV_API_KEY, ENV_ACCESS_TOKEN] {
-            if std::env::var_os(var).is_some() {
-                return Ok(AuthMethod::StaticToken(SecretSource::Env(var.to_owned())));
-            }
-        }
-        if std::env::var_os(ENV_REFRESH_TOKEN).is_some() {
-            return Ok(AuthMethod::RefreshToken {
-                refresh_token: SecretSource::Env(ENV_REFRESH_TOKEN.to_owned()),
+        AuthMethod::from_variables(|var| std::env::var_os(var).is_some())
+    }
+
+    /// [`AuthMethod::from_environment`] over `is_set` (which variables are there).
+    fn from_variables(is_set: impl Fn(&str) -> bool) -> Result<AuthMethod, AuthError> {
+        let env = |var: &str| SecretSource::Env(var.to_owned());
+        match (
+            is_set(ENV_API_KEY),
+            is_set(ENV_ACCESS_TOKEN),
+            is_set(ENV_REFRESH_TOKEN),
+        ) {
+            (true, _, _) => Ok(AuthMethod::StaticToken(env(ENV_API_KEY))),
+            (false, true, true) => Ok(AuthMethod::AccessAndRefresh {
+                access_token: env(ENV_ACCESS_TOKEN),
+                refresh_token: env(ENV_REFRESH_TOKEN),
                 tenant_id: None,
                 refresh_margin: DEFAULT_REFRESH_MARGIN,
-            });
+            }),
+            (false, true, false) => Ok(AuthMethod::StaticToken(env(ENV_ACCESS_TOKEN))),
+            (false, false, true) => Ok(AuthMethod::RefreshToken {
+                refresh_token: env(ENV_REFRESH_TOKEN),
+                tenant_id: None,
+                refresh_margin: DEFAULT_REFRESH_MARGIN,
+            }),
+            (false, false, false) => Err(AuthError::NoToken),
         }
-        Err(AuthError::NoToken)
     }
 }
 
@@ -180,6 +207,13 @@ struct CachedToken {
     refresh_at: Option<Instant>,
 }
 
+/// The token cache: nothing read yet (an access token given with a refresh
+/// token is tried then, and only then), or the token in use.
+enum Cache {
+    Empty,
+    Token(CachedToken),
+}
+
 /// Hands out a valid bearer token for each request.
 pub struct TokenProvider {
     method: AuthMethod,
@@ -187,7 +221,7 @@ pub struct TokenProvider {
     http: reqwest::Client,
     /// Held across a refresh, so concurrent requests wait for the one refresh
     /// in flight instead of starting their own.
-    cached: Mutex<Option<CachedToken>>,
+    cached: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for TokenProvider {
@@ -224,7 +258,7 @@ impl TokenProvider {
             method,
             base_url,
             http,
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cache::Empty),
         }
     }
 
@@ -232,16 +266,35 @@ impl TokenProvider {
     /// read once and kept).
     pub async fn bearer(&self) -> Result<SecretString, AuthError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if c.refresh_at.is_none_or(|at| Instant::now() < at) {
+        let first = match &*cached {
+            Cache::Token(c) if c.refresh_at.is_none_or(|at| Instant::now() < at) => {
                 return Ok(c.token.clone());
             }
-        }
+            Cache::Token(_) => false,
+            Cache::Empty => true,
+        };
         let fresh = match &self.method {
             AuthMethod::StaticToken(source) => CachedToken {
                 token: source.read()?,
                 refresh_at: None,
             },
+            AuthMethod::AccessAndRefresh {
+                access_token,
+                refresh_token,
+                tenant_id,
+                refresh_margin,
+            } => {
+                // The access token given is used first, while it has life
+                // left beyond the margin; after that, only refreshed ones.
+                match first.then(|| given_access(access_token, *refresh_margin)) {
+                    Some(Ok(Some(given))) => given,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => {
+                        self.refresh(refresh_token, tenant_id.as_deref(), *refresh_margin)
+                            .await?
+                    }
+                }
+            }
             AuthMethod::RefreshToken {
                 refresh_token,
                 tenant_id,
@@ -252,7 +305,7 @@ impl TokenProvider {
             }
         };
         let token = fresh.token.clone();
-        *cached = Some(fresh);
+        *cached = Cache::Token(fresh);
         Ok(token)
     }
 
@@ -352,6 +405,34 @@ impl TokenProvider {
     }
 }
 
+/// The access token given with a refresh token, when more than `margin` of
+/// its life remains (None: refresh now).
+fn given_access(source: &SecretSource, margin: Duration) -> Result<Option<CachedToken>, AuthError> {
+    let token = source.read()?;
+    match jwt_lifetime(token.expose_secret()) {
+        Some(life) if life > margin => {
+            tracing::info!(
+                expires_in_s = life.as_secs(),
+                from = %source.describe(),
+                "Using the access token given; it is refreshed when fewer than {} s of its life remain.",
+                margin.as_secs()
+            );
+            Ok(Some(CachedToken {
+                token,
+                refresh_at: Some(Instant::now() + (life - margin)),
+            }))
+        }
+        life => {
+            tracing::info!(
+                expires_in_s = life.map(|d| d.as_secs()),
+                from = %source.describe(),
+                "The access token given expires within the refresh margin (or has no readable exp): refreshing first."
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// The remaining life of a JWT, read from its `exp` claim (not verified:
 /// the platform verifies it; we only need to know when to refresh).
 pub fn jwt_lifetime(token: &str) -> Option<Duration> {
@@ -374,6 +455,36 @@ pub fn jwt_lifetime(token: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_cli_variables_mean_the_access_token_refreshed_ahead_of_expiry() {
+        let with = |set: &[&str]| {
+            let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            AuthMethod::from_variables(|var| set.iter().any(|s| s == var))
+        };
+        assert!(matches!(
+            with(&[ENV_ACCESS_TOKEN, ENV_REFRESH_TOKEN]),
+            Ok(AuthMethod::AccessAndRefresh {
+                access_token: SecretSource::Env(ref a),
+                refresh_token: SecretSource::Env(ref r),
+                tenant_id: None,
+                refresh_margin: DEFAULT_REFRESH_MARGIN,
+            }) if a == ENV_ACCESS_TOKEN && r == ENV_REFRESH_TOKEN
+        ));
+        assert!(matches!(
+            with(&[ENV_API_KEY, ENV_ACCESS_TOKEN, ENV_REFRESH_TOKEN]),
+            Ok(AuthMethod::StaticToken(SecretSource::Env(ref v))) if v == ENV_API_KEY
+        ));
+        assert!(matches!(
+            with(&[ENV_ACCESS_TOKEN]),
+            Ok(AuthMethod::StaticToken(SecretSource::Env(ref v))) if v == ENV_ACCESS_TOKEN
+        ));
+        assert!(matches!(
+            with(&[ENV_REFRESH_TOKEN]),
+            Ok(AuthMethod::RefreshToken { .. })
+        ));
+        assert!(matches!(with(&[]), Err(AuthError::NoToken)));
+    }
 
     #[test]
     fn jwt_exp_gives_the_remaining_life() {

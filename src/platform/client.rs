@@ -5,12 +5,28 @@
 //! cap and one request-rate limit shared by the whole run, a fresh bearer
 //! token, the HTTP status classified into [`PlatformError`], and retries for
 //! what is retryable. Lists are read page by page until `hasNextPage` is false.
+//!
+//! The client stops as a whole, never request by request:
+//!
+//! - **Stopped.** After the first authentication failure (for good), once
+//!   the run's cancel token fires ([`PlatformClient::stop_when`]), or once the
+//!   run deadline passes, no further request leaves. Every wait (the
+//!   concurrency cap, the rate limiter, a 429 pause, a token refresh, the
+//!   backoff between attempts) is raced against that, and it is checked
+//!   again right before each request is sent. Requests already on the wire
+//!   finish, except at the deadline, which abandons them too.
+//! - **Paused.** A 429 sets a client-wide "not before" instant from its
+//!   `Retry-After`: no request is sent before it. A 429 is the platform
+//!   pacing us, not a failure: it does not use up the request's attempts;
+//!   each request waits out at most [`MAX_THROTTLED_WAITS`] of them, and the
+//!   run deadline bounds the whole.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -19,19 +35,33 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::{AuthMethod, TokenProvider};
-use super::error::PlatformError;
+use super::error::{PlatformError, StopReason};
 use super::operations::{self as ops, *};
 use crate::model::{
     AuthenticatedUser, CustomerChanges, NewCustomer, NewCustomerUser, PlatformCustomer, PlatformId,
     PlatformUser, Role, Snapshot, UserChanges,
 };
-use crate::retry::{parse_retry_after, with_retries, RetryPolicy};
+use crate::retry::{parse_retry_after, with_retries_or, RetryPolicy};
 
 /// Largest page the platform serves (and its default).
 pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// The whole-run deadline when none is configured: 30 minutes. Room for a
+/// steady-state read of a million users at 10 requests per second (about
+/// 10,000 pages, 17 minutes) or some 18,000 changes; a larger first sync
+/// goes on at the next run, which plans what is left.
+pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// 429s one request waits out before it fails; they do not count as attempts.
+pub const MAX_THROTTLED_WAITS: u32 = 100;
+
+/// The client-wide pause after a 429 that names no `Retry-After`.
+const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Everything the client needs to reach the platform.
 #[derive(Clone, Debug)]
@@ -50,11 +80,15 @@ pub struct PlatformConfig {
     pub retry: RetryPolicy,
     /// Nodes asked for per page (1..=100).
     pub page_size: i64,
+    /// No request leaves, and those in flight are abandoned, once this much
+    /// time has passed since the client was built (one client per run).
+    pub run_deadline: Option<Duration>,
 }
 
 impl PlatformConfig {
     /// The defaults: 10 s connect timeout, 60 s request timeout, 10 requests
-    /// per second (under the platform's observed ~20), 4 in flight, pages of 100.
+    /// per second (under the platform's observed ~20), 4 in flight, pages of
+    /// 100, a run deadline of 30 minutes.
     pub fn new(url: Url, auth: AuthMethod) -> PlatformConfig {
         PlatformConfig {
             url,
@@ -66,6 +100,7 @@ impl PlatformConfig {
             max_concurrency: 4,
             retry: RetryPolicy::default(),
             page_size: MAX_PAGE_SIZE,
+            run_deadline: Some(DEFAULT_RUN_DEADLINE),
         }
     }
 }
@@ -119,6 +154,14 @@ struct Inner {
     page_size: i64,
     requests: AtomicU64,
     throttled: AtomicU64,
+    /// Cancelled on the first authentication failure: wakes every waiter.
+    auth_failed: CancellationToken,
+    /// The run's cancel token ([`PlatformClient::stop_when`]).
+    shutdown: Mutex<Option<CancellationToken>>,
+    /// The instant the run deadline passes, and the deadline itself.
+    deadline: Option<(Instant, Duration)>,
+    /// No request is sent before this (set by a 429's `Retry-After`).
+    not_before: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PlatformClient {
@@ -199,8 +242,121 @@ impl PlatformClient {
                 page_size: config.page_size.clamp(1, MAX_PAGE_SIZE),
                 requests: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
+                auth_failed: CancellationToken::new(),
+                shutdown: Mutex::new(None),
+                deadline: config
+                    .run_deadline
+                    .map(|d| (Instant::now().checked_add(d).unwrap_or_else(far_future), d)),
+                not_before: Mutex::new(None),
             }),
         })
+    }
+
+    /// Once `cancel` fires, no further request leaves this client (those
+    /// in flight finish). Replaces a token given before.
+    pub fn stop_when(&self, cancel: &CancellationToken) {
+        *lock(&self.inner.shutdown) = Some(cancel.clone());
+    }
+
+    /// Why the client sends nothing more, if it has stopped.
+    pub fn stopped(&self) -> Option<StopReason> {
+        let inner = &*self.inner;
+        if inner.auth_failed.is_cancelled() {
+            return Some(StopReason::AuthFailed);
+        }
+        if lock(&inner.shutdown)
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return Some(StopReason::ShuttingDown);
+        }
+        match inner.deadline {
+            Some((at, d)) if Instant::now() >= at => Some(StopReason::Deadline(d)),
+            _ => None,
+        }
+    }
+
+    /// When the run deadline passes, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline.map(|(at, _)| at)
+    }
+
+    /// Resolves when the client stops, with why.
+    async fn interrupted(&self) -> StopReason {
+        let inner = &*self.inner;
+        let shutdown = lock(&inner.shutdown).clone();
+        let deadline = inner.deadline;
+        tokio::select! {
+            () = inner.auth_failed.cancelled() => {}
+            () = async {
+                match &shutdown {
+                    Some(t) => t.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        self.stopped().unwrap_or(StopReason::ShuttingDown)
+    }
+
+    /// `fut`, unless the client stops first.
+    async fn unless_stopped<F: Future>(
+        &self,
+        operation: &'static str,
+        fut: F,
+    ) -> Result<F::Output, PlatformError> {
+        if let Some(reason) = self.stopped() {
+            return Err(PlatformError::Stopped { operation, reason });
+        }
+        tokio::select! {
+            biased;
+            reason = self.interrupted() => Err(PlatformError::Stopped { operation, reason }),
+            out = fut => Ok(out),
+        }
+    }
+
+    /// Waits until no 429 pause is in force (a 429 that arrives meanwhile
+    /// extends the wait). A pause longer than the policy's limit fails at once.
+    async fn wait_out_pause(&self, operation: &'static str) -> Result<(), PlatformError> {
+        loop {
+            let until = match *lock(&self.inner.not_before) {
+                Some(at) if at > Instant::now() => at,
+                _ => return Ok(()),
+            };
+            let wait = until.saturating_duration_since(Instant::now());
+            let limit = self.inner.retry.max_retry_after;
+            if wait > limit {
+                return Err(PlatformError::RetryAfterTooLong {
+                    operation,
+                    wait,
+                    limit,
+                });
+            }
+            self.unless_stopped(operation, tokio::time::sleep_until(until))
+                .await?;
+        }
+    }
+
+    /// A 429 pauses the whole client until its `Retry-After` has passed.
+    fn pause(&self, retry_after: Option<Duration>) {
+        let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
+        let until = Instant::now().checked_add(wait).unwrap_or_else(far_future);
+        let mut not_before = lock(&self.inner.not_before);
+        if not_before.is_none_or(|at| at < until) {
+            *not_before = Some(until);
+        }
+    }
+
+    fn fail_auth(&self) {
+        if !self.inner.auth_failed.is_cancelled() {
+            tracing::error!("Authentication failed: this client sends no further request.");
+            self.inner.auth_failed.cancel();
+        }
     }
 
     pub fn stats(&self) -> RequestStats {
@@ -211,16 +367,65 @@ impl PlatformClient {
     }
 
     /// Sends one operation, with retries, and returns its `data`.
-    async fn execute<Q: GraphQLQuery>(
+    pub(super) async fn execute<Q: GraphQLQuery>(
         &self,
         variables: Q::Variables,
     ) -> Result<Q::ResponseData, PlatformError> {
         let body = Q::build_query(variables);
         let operation = body.operation_name;
-        with_retries(&self.inner.retry, operation, || {
-            self.attempt::<Q::Variables, Q::ResponseData>(operation, &body)
-        })
+        with_retries_or(
+            &self.inner.retry,
+            operation,
+            || self.attempt_paced::<Q::Variables, Q::ResponseData>(operation, &body),
+            || async move {
+                PlatformError::Stopped {
+                    operation,
+                    reason: self.interrupted().await,
+                }
+            },
+        )
         .await
+    }
+
+    /// One attempt, sent again after each 429 (the whole client waits out
+    /// its `Retry-After` first): a 429 does not count as a failed attempt.
+    async fn attempt_paced<V: serde::Serialize, D: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        body: &graphql_client::QueryBody<V>,
+    ) -> Result<D, PlatformError> {
+        let mut throttled = 0u32;
+        loop {
+            match self.attempt(operation, body).await {
+                Err(e @ PlatformError::Throttled { .. }) => {
+                    throttled += 1;
+                    let limit = self.inner.retry.max_retry_after;
+                    match e.retry_after() {
+                        Some(wait) if wait > limit => {
+                            return Err(PlatformError::RetryAfterTooLong {
+                                operation,
+                                wait,
+                                limit,
+                            })
+                        }
+                        _ if throttled >= MAX_THROTTLED_WAITS => {
+                            return Err(PlatformError::RetriesExhausted {
+                                operation,
+                                attempts: throttled,
+                                last: Box::new(e),
+                            })
+                        }
+                        wait => tracing::info!(
+                            operation,
+                            throttled,
+                            wait_ms = wait.unwrap_or(DEFAULT_THROTTLE_PAUSE).as_millis() as u64,
+                            "Throttled by the platform (HTTP 429): every request waits."
+                        ),
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn attempt<V: serde::Serialize, D: serde::de::DeserializeOwned>(
@@ -229,22 +434,57 @@ impl PlatformClient {
         body: &graphql_client::QueryBody<V>,
     ) -> Result<D, PlatformError> {
         let inner = &*self.inner;
-        let _permit = inner
-            .in_flight
-            .acquire()
-            .await
+        let _permit = self
+            .unless_stopped(operation, inner.in_flight.acquire())
+            .await?
             .map_err(|_| PlatformError::Protocol {
                 operation,
                 detail: "the client is shutting down".to_owned(),
             })?;
-        inner.limiter.until_ready().await;
-        let token = inner
-            .tokens
-            .bearer()
-            .await
-            .map_err(|source| PlatformError::Auth { operation, source })?;
+        loop {
+            self.wait_out_pause(operation).await?;
+            self.unless_stopped(operation, inner.limiter.until_ready())
+                .await?;
+            // A 429 may have come in while this request waited for the limiter.
+            if lock(&inner.not_before).is_none_or(|at| at <= Instant::now()) {
+                break;
+            }
+        }
+        let token = self
+            .unless_stopped(operation, inner.tokens.bearer())
+            .await?
+            .map_err(|source| {
+                self.fail_auth();
+                PlatformError::Auth { operation, source }
+            })?;
+        self.wait_out_pause(operation).await?;
+        // Checked after every wait, right before the request leaves.
+        if let Some(reason) = self.stopped() {
+            return Err(PlatformError::Stopped { operation, reason });
+        }
         inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(operation, "Sending request.");
+        let exchange = self.exchange::<V, D>(operation, body, token);
+        match inner.deadline {
+            None => exchange.await,
+            Some((at, d)) => tokio::select! {
+                out = exchange => out,
+                () = tokio::time::sleep_until(at) => Err(PlatformError::Abandoned {
+                    operation,
+                    reason: StopReason::Deadline(d),
+                }),
+            },
+        }
+    }
+
+    /// Sends the request and reads its answer.
+    async fn exchange<V: serde::Serialize, D: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        body: &graphql_client::QueryBody<V>,
+        token: secrecy::SecretString,
+    ) -> Result<D, PlatformError> {
+        let inner = &*self.inner;
         let response = inner
             .http
             .post(inner.endpoint.clone())
@@ -257,11 +497,16 @@ impl PlatformClient {
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
             return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => PlatformError::Unauthorized {
-                    operation,
-                    status: status.as_u16(),
-                },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    self.fail_auth();
+                    PlatformError::Unauthorized {
+                        operation,
+                        status: status.as_u16(),
+                    }
+                }
                 StatusCode::TOO_MANY_REQUESTS => {
+                    // Paused before counted: whoever sees the count sees the pause.
+                    self.pause(retry_after);
                     inner.throttled.fetch_add(1, Ordering::Relaxed);
                     PlatformError::Throttled {
                         operation,
@@ -407,6 +652,7 @@ impl PlatformClient {
             customers,
             users,
             roles,
+            holdings: Default::default(),
         })
     }
 
@@ -569,6 +815,16 @@ fn share_roles(mut users: Vec<PlatformUser>) -> Vec<PlatformUser> {
         }
     }
     users
+}
+
+/// Poison-tolerant lock: the client's state stays usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An instant no run reaches (for durations too large to add).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 fn wrap_all(labels: &[String]) -> Vec<Option<String>> {

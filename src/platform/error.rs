@@ -124,6 +124,48 @@ pub enum PlatformError {
         operation: &'static str,
         detail: String,
     },
+    /// Not sent: the client had stopped (an earlier authentication failure,
+    /// a shutdown, the run deadline) while the request waited its turn.
+    #[error("{operation}: not sent: {reason}")]
+    Stopped {
+        operation: &'static str,
+        reason: StopReason,
+    },
+    /// Sent, but the run deadline passed before the answer came: the
+    /// request was abandoned (a mutation may or may not have been applied;
+    /// the next run sees which).
+    #[error("{operation}: {reason} before the platform answered")]
+    Abandoned {
+        operation: &'static str,
+        reason: StopReason,
+    },
+}
+
+/// Why a client sends no further request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A request was refused as unauthenticated (HTTP 401 or 403), or no
+    /// token could be had: every further request would be refused too.
+    AuthFailed,
+    /// The run was cancelled (SIGTERM or SIGINT): those in flight finish,
+    /// nothing new leaves.
+    ShuttingDown,
+    /// The whole-run deadline (`platform.run_deadline_secs`) passed.
+    Deadline(Duration),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::AuthFailed => f.write_str("an earlier request failed authentication"),
+            StopReason::ShuttingDown => f.write_str("shutting down"),
+            StopReason::Deadline(d) => write!(
+                f,
+                "the run deadline of {} s (platform.run_deadline_secs) passed",
+                d.as_secs()
+            ),
+        }
+    }
 }
 
 fn retry_after_text(d: &Option<Duration>) -> String {
@@ -183,9 +225,25 @@ impl PlatformError {
     /// An authentication failure: the run must stop, whatever else is pending.
     pub fn is_auth(&self) -> bool {
         match self {
-            PlatformError::Unauthorized { .. } | PlatformError::Auth { .. } => true,
+            PlatformError::Unauthorized { .. }
+            | PlatformError::Auth { .. }
+            | PlatformError::Stopped {
+                reason: StopReason::AuthFailed,
+                ..
+            } => true,
             PlatformError::RetriesExhausted { last, .. } => last.is_auth(),
             _ => false,
+        }
+    }
+
+    /// Why the client stopped, when this error is that it stopped (the
+    /// request was not sent, or was abandoned at the run deadline).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        match self {
+            PlatformError::Stopped { reason, .. } | PlatformError::Abandoned { reason, .. } => {
+                Some(*reason)
+            }
+            _ => None,
         }
     }
 
@@ -194,6 +252,29 @@ impl PlatformError {
         match self {
             PlatformError::Validation { errors, .. } => Some(errors),
             _ => None,
+        }
+    }
+
+    /// The platform's answer to an id that names nothing. It answers with a
+    /// top-level GraphQL error (`Customer matching query does not exist.`);
+    /// a payload error on `id` saying the record was not found is read the
+    /// same way, since the schema does not promise which form is used.
+    pub fn is_not_found(&self) -> bool {
+        let says_not_found = |m: &str| {
+            let m = m.to_lowercase();
+            m.contains("does not exist") || m.contains("not found")
+        };
+        match self {
+            PlatformError::GraphQl { messages, .. } => {
+                !messages.is_empty() && messages.iter().all(|m| says_not_found(m))
+            }
+            PlatformError::Validation { errors, .. } => {
+                !errors.is_empty()
+                    && errors
+                        .iter()
+                        .all(|f| f.field == "id" && f.messages.iter().any(|m| says_not_found(m)))
+            }
+            _ => false,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod auth;
 mod client;
 mod error;
+mod holdings;
 mod operations;
 
 pub use crate::retry::{parse_retry_after, RetryPolicy};
@@ -15,5 +16,8 @@ pub use auth::{
     jwt_lifetime, AuthError, AuthMethod, SecretSource, TokenProvider, DEFAULT_REFRESH_MARGIN,
     ENV_ACCESS_TOKEN, ENV_API_KEY, ENV_REFRESH_TOKEN,
 };
-pub use client::{ClientSetupError, PlatformClient, PlatformConfig, RequestStats, MAX_PAGE_SIZE};
-pub use error::{FieldError, PlatformError};
+pub use client::{
+    ClientSetupError, PlatformClient, PlatformConfig, RequestStats, DEFAULT_RUN_DEADLINE,
+    MAX_PAGE_SIZE, MAX_THROTTLED_WAITS,
+};
+pub use error::{FieldError, PlatformError, StopReason};

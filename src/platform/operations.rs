@@ -41,6 +41,7 @@ operation!(DeleteCustomer, "graphql/delete_customer.graphql");
 operation!(CreateCustomerUser, "graphql/create_customer_user.graphql");
 operation!(UpdateUser, "graphql/update_user.graphql");
 operation!(DeleteUser, "graphql/delete_user.graphql");
+operation!(CustomerHoldings, "graphql/customer_holdings.graphql");
 
 /// Every generated customer selection has the same five fields; one macro
 /// converts each of them.

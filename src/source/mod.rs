@@ -34,6 +34,19 @@ pub enum SourceError {
     },
     #[error("{}: the file has no header row", path.display())]
     MissingHeader { path: PathBuf },
+    #[error("{}: modified {age_secs} s ago, more recently than source.csv.min_age_secs ({min_age_secs} s) allows: it may still be being written; nothing is planned from it this run (write it elsewhere and rename it into place)", path.display())]
+    TooRecent {
+        path: PathBuf,
+        age_secs: u64,
+        min_age_secs: u64,
+    },
+    #[error("{}:1: the header names column {column:?} twice (columns {first} and {second}); the mapping reads it, so which one is meant is unclear: rename or remove one", path.display())]
+    DuplicateColumn {
+        path: PathBuf,
+        column: String,
+        first: usize,
+        second: usize,
+    },
     #[error("{}: column {column:?} named in the mapping is not in the header (columns: {})", path.display(), available.join(", "))]
     MissingColumn {
         path: PathBuf,
@@ -79,30 +92,48 @@ pub enum SourceError {
 
 /// Reads the configured source into a directory.
 pub async fn read_directory(config: &Config) -> Result<Directory, SourceError> {
+    let directory = read(config).await?;
+    for w in &directory.deletes_withheld {
+        tracing::warn!(origin = %w.origin, cause = %w.cause, "This read cannot say who is absent: deletes are withheld this run.");
+    }
+    Ok(directory)
+}
+
+async fn read(config: &Config) -> Result<Directory, SourceError> {
     match &config.source {
         SourceSettings::Csv(csv) => {
             let csv = csv.clone();
             let mapping = config.mapping.clone();
             let policy = config.policy.clone();
             tokio::task::spawn_blocking(move || {
+                let mut withheld = Vec::new();
                 let customers = match &csv.customers_file {
                     Some(path) => {
                         let keys = customer_keys(&mapping);
                         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        Some(csv::read_records(path, csv.delimiter, &keys)?)
+                        let read = csv::read_records(path, csv.delimiter, &keys, csv.min_age)?;
+                        withheld.extend(read.withheld);
+                        Some(read.records)
                     }
                     None => None,
                 };
                 let keys = user_keys(&mapping, customers.is_none());
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let users = csv::read_records(&csv.users_file, csv.delimiter, &keys)?;
-                build_directory(
+                let users = csv::read_records(&csv.users_file, csv.delimiter, &keys, csv.min_age)?;
+                withheld.extend(users.withheld);
+                let mut directory = build_directory(
                     customers.as_deref(),
-                    &users,
+                    &users.records,
                     &mapping,
                     &policy,
                     KeyKind("column"),
-                )
+                )?;
+                // What is wrong with a whole file comes before what is wrong with a record.
+                let by_record = std::mem::take(&mut directory.deletes_withheld);
+                for w in withheld.iter().chain(&by_record) {
+                    directory.withhold_deletes(&w.origin, w.cause.clone());
+                }
+                Ok(directory)
             })
             .await
             .map_err(|e| SourceError::Task(e.to_string()))?

@@ -79,6 +79,7 @@ fn write_inputs(path: &Path, customers: usize, users: usize) -> std::io::Result<
             description: String::new(),
             labels: vec!["dirsync".to_owned(), TIERS[c % 3].to_owned()],
             system: false,
+            instances: Vec::new(),
         });
     }
     for i in 0..users {

@@ -175,3 +175,142 @@ async fn the_token_endpoint_certificate_is_verified() {
     assert_eq!(setup.refreshes(), 0);
     assert_eq!(setup.emu.handle.stats().requests, 0);
 }
+
+/// An unsigned JWT whose `exp` is `secs` from now (the client reads `exp`
+/// only to know when to refresh; the platform verifies the signature).
+fn jwt(secs: u64) -> String {
+    use base64::Engine;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&format!(r#"{{"sub":"cli-user","exp":{}}}"#, now + secs))
+    )
+}
+
+impl Setup {
+    /// A client holding both CLI tokens, as `PRISM_ACCESS_TOKEN` and
+    /// `PRISM_REFRESH_TOKEN` give them.
+    fn client_with_access(&self, access: &str) -> PlatformClient {
+        let mut config: PlatformConfig = config_for(&self.emu.url(), "unused");
+        config.auth = AuthMethod::AccessAndRefresh {
+            access_token: SecretSource::Value(SecretString::from(access.to_owned())),
+            refresh_token: SecretSource::Value(SecretString::from(REFRESH_TOKEN.to_owned())),
+            tenant_id: None,
+            refresh_margin: Duration::from_secs(300),
+        };
+        config.ca_file = Some(self.ca_file.path().to_path_buf());
+        PlatformClient::new(config).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn both_cli_tokens_use_the_access_token_and_refresh_it() {
+    // An hour of life: the access token serves every request, no refresh.
+    let setup = Setup::new(3600, false).await;
+    let access = jwt(3600);
+    setup.emu.handle.accept_token(&access);
+    let client = setup.client_with_access(&access);
+    for _ in 0..3 {
+        client.customer_roles().await.unwrap();
+    }
+    assert_eq!(setup.refreshes(), 0, "the access token was used as it is");
+    let stats = setup.emu.handle.stats();
+    assert_eq!((stats.requests, stats.unauthorized), (3, 0));
+
+    // Inside the 5-minute margin: refreshed before first use (the platform
+    // would refuse it soon; here it is not even accepted).
+    let setup = Setup::new(3600, false).await;
+    let client = setup.client_with_access(&jwt(200));
+    client.customer_roles().await.unwrap();
+    assert_eq!(setup.refreshes(), 1);
+    assert_eq!(setup.emu.handle.stats().unauthorized, 0);
+
+    // 302 s of life: used now, refreshed once fewer than 300 s remain
+    // (within 2 s), then the refreshed token is used.
+    let setup = Setup::new(3600, false).await;
+    let access = jwt(302);
+    setup.emu.handle.accept_token(&access);
+    let client = setup.client_with_access(&access);
+    client.customer_roles().await.unwrap();
+    assert_eq!(setup.refreshes(), 0, "the access token is used first");
+    let start = std::time::Instant::now();
+    while setup.refreshes() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never refreshed ahead of expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.customer_roles().await.unwrap();
+    }
+    setup.emu.handle.revoke_all_tokens();
+    setup.emu.handle.accept_token("access-1");
+    client.customer_roles().await.unwrap();
+    assert_eq!(setup.refreshes(), 1, "one refresh, then its token is kept");
+    assert_eq!(setup.emu.handle.stats().unauthorized, 0);
+}
+
+#[tokio::test]
+async fn the_binary_reads_both_cli_variables_like_the_official_cli() {
+    let setup = Setup::new(3600, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.csv"),
+        "id,email,name,customer\nu1,a@x.example,A,c1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("dirsync.yaml"),
+        format!(
+            "platform:\n  url: {}\n  ca_file: {}\n\
+             source:\n  csv:\n    users_file: users.csv\n\
+             mapping:\n  customer: {{ external_id: customer, name: customer }}\n  user: {{ external_id: id, customer: customer, email: email, name: name }}\n",
+            setup.emu.url(),
+            setup.ca_file.path().display()
+        ),
+    )
+    .unwrap();
+    // The emulator and the token endpoint run on this test's runtime: the
+    // binary is waited for on a blocking thread.
+    let workdir = dir.path().to_path_buf();
+    let plan = |access: String| {
+        let workdir = workdir.clone();
+        async move {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dirsync"));
+            cmd.args(["plan", "-c", "dirsync.yaml"])
+                .current_dir(&workdir)
+                .env("DIRSYNC_LOG", "info")
+                .env_remove("PRISMATIC_API_KEY")
+                .env("PRISM_ACCESS_TOKEN", &access)
+                .env("PRISM_REFRESH_TOKEN", REFRESH_TOKEN);
+            let out = tokio::task::spawn_blocking(move || cmd.output())
+                .await
+                .unwrap()
+                .unwrap();
+            let shown = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !shown.contains(&access) && !shown.contains(REFRESH_TOKEN),
+                "a token was shown: {shown}"
+            );
+            (out.status.code(), shown)
+        }
+    };
+    let long_lived = jwt(3600);
+    setup.emu.handle.accept_token(&long_lived);
+    let (code, shown) = plan(long_lived).await;
+    assert_eq!(code, Some(2), "the plan ran: {shown}");
+    assert_eq!(setup.refreshes(), 0, "the access token was used: {shown}");
+
+    let (code, shown) = plan(jwt(60)).await;
+    assert_eq!(code, Some(2), "the plan ran: {shown}");
+    assert_eq!(setup.refreshes(), 1, "refreshed before use: {shown}");
+    assert_eq!(setup.emu.handle.stats().unauthorized, 0);
+}

@@ -448,3 +448,34 @@ fn an_inline_secret_in_the_config_is_named_by_key_and_never_echoed() {
         assert!(said.contains(&format!(": {key}: ")), "{key}: {said}");
     }
 }
+
+/// Measured: `dirsync plan ... | head -c 10` exited 101 with a panic message
+/// once the reader had gone.
+#[test]
+fn a_closed_stdout_does_not_panic() {
+    let (dir, config) = quickstart();
+    for args in [
+        vec!["plan", "-c", config.to_str().unwrap()],
+        vec!["plan", "--output", "json", "-c", config.to_str().unwrap()],
+        vec!["check-config", "-c", config.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("DIRSYNC_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before anything is written: every write fails.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

@@ -1,14 +1,17 @@
 //! The one integration-test binary (one link step for every test).
 
 mod auth_refresh;
+mod cascade;
 mod cli;
 mod contract;
 mod daemon;
 mod emulator_cli;
 mod http_source;
 mod ldap;
+mod lying_sources;
 mod planner;
 mod platform_client;
 mod slapd;
+mod stopping;
 mod support;
 mod sync;

@@ -10,9 +10,12 @@ use dirsync::directory::{
     normalise_labels, DesiredCustomer, DesiredUser, Directory, Origin, RefusedRecord, Unknown,
 };
 use dirsync::model::{
-    CustomerChanges, PlatformCustomer, PlatformId, PlatformUser, Role, Snapshot, UserChanges,
+    CustomerChanges, CustomerHoldings, PlatformCustomer, PlatformId, PlatformUser, Role, Snapshot,
+    UserChanges,
 };
-use dirsync::plan::{plan, render, CustomerCreate, Operation, Plan, PlanError, UserCreate};
+use dirsync::plan::{
+    customers_to_inspect, plan, render, CustomerCreate, Operation, Plan, PlanError, UserCreate,
+};
 
 // ------------------------------------------------------------------ helpers
 
@@ -108,11 +111,31 @@ fn puser(pid: &str, x: Option<&str>, email: &str, customer: &PlatformCustomer) -
 }
 
 fn snapshot(customers: Vec<PlatformCustomer>, users: Vec<PlatformUser>) -> Snapshot {
-    Snapshot {
+    with_holdings(Snapshot {
         customers,
         users,
         roles: platform_roles(),
-    }
+        ..Snapshot::default()
+    })
+}
+
+/// What each customer holds as a platform with no hidden users and no
+/// instances would report it: the listed users, no instances. (The cascade
+/// tests set holdings of their own.)
+fn with_holdings(mut s: Snapshot) -> Snapshot {
+    s.holdings = s
+        .customers
+        .iter()
+        .map(|c| {
+            let users = s.users.iter().filter(|u| u.customer_id == c.id).count();
+            let holdings = CustomerHoldings {
+                users: users as u64,
+                instances: 0,
+            };
+            (c.id.clone(), holdings)
+        })
+        .collect();
+    s
 }
 
 /// Source values `admin`/`member` to the platform roles, default Member.
@@ -330,7 +353,8 @@ fn golden_a_user_missing_from_the_directory_is_deleted() {
     let users = vec![
         puser("U1", Some("ada"), "ada@acme.test", &c1),
         puser("U2", Some("old"), "old@acme.test", &c1),
-        // A managed user in a customer dirsync does not manage.
+        // A user with an externalId in a customer dirsync does not manage
+        // is not dirsync's: it is neither counted nor deleted.
         puser("U3", Some("stray"), "stray@legacy.test", &c2),
     ];
     let s = snapshot(vec![c1, c2], users);
@@ -338,15 +362,14 @@ fn golden_a_user_missing_from_the_directory_is_deleted() {
     assert_golden(
         &render::text(&p),
         "\
-Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 3 users.
+Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 2 users.
 
   - user old  old@acme.test in customer acme
-  - user stray  stray@legacy.test in customer (unmanaged customer)
 
-Plan: 0 to create, 0 to update, 2 to delete.
+Plan: 0 to create, 0 to update, 1 to delete.
 ",
     );
-    assert_eq!(p.user_deletes(), 2);
+    assert_eq!(p.user_deletes(), 1);
 }
 
 /// acme (in the directory, with ada); globex (gus, gil: managed) and
@@ -408,10 +431,10 @@ fn golden_a_customer_missing_from_the_directory_is_deleted_with_its_users_when_e
 Directory: 1 customers, 1 users. Managed on the platform: 3 customers, 4 users.
 
   - user ike  ike@initech.test in customer initech
-  - customer globex  \"Globex\"  PERMANENT: also deletes its 2 user(s) and all its instances
+  - customer globex  \"Globex\"  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
 
 Kept (not deleted):
-  = customer initech: not in the directory, but it holds 1 user(s) that dirsync does not manage or that the directory still lists
+  = customer initech: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
 
 Plan: 0 to create, 0 to update, 2 to delete.
 ",
@@ -686,7 +709,7 @@ Directory: 0 customers, 0 users. Managed on the platform: 1 customers, 1 users.
   - user gus  gus@globex.test in customer globex
 
 Kept (not deleted):
-  = customer globex: not in the directory, but it holds 1 user(s) that dirsync does not manage or that the directory still lists
+  = customer globex: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
 
 Plan: 0 to create, 0 to update, 1 to delete.
 ",
@@ -737,7 +760,7 @@ Directory: 0 customers, 0 users. Managed on the platform: 1 customers, 1 users.
   - user hr-ada  ada@acme.test in customer hr-acme
 
 Kept (not deleted):
-  = customer hr-acme: not in the directory, but it holds 1 user(s) that dirsync does not manage or that the directory still lists
+  = customer hr-acme: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
 
 Plan: 0 to create, 0 to update, 1 to delete.
 ",
@@ -752,8 +775,8 @@ Plan: 0 to create, 0 to update, 1 to delete.
         "\
 Directory: 0 customers, 0 users. Managed on the platform: 2 customers, 3 users.
 
-  - customer crm-globex  \"Globex\"  PERMANENT: also deletes its 1 user(s) and all its instances
-  - customer hr-acme  \"Acme\"  PERMANENT: also deletes its 2 user(s) and all its instances
+  - customer crm-globex  \"Globex\"  PERMANENT: also deletes its 1 user(s) and 0 instance(s)
+  - customer hr-acme  \"Acme\"  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
 
 Plan: 0 to create, 0 to update, 2 to delete.
 ",
@@ -905,6 +928,164 @@ fn golden_plan_json() {
     );
 }
 
+// ------------------------------------------- the cascade and the user scope
+
+/// `gone` (not in the directory) with one managed user; customer deletes on.
+fn one_leaving_customer() -> (Directory, Snapshot, Policy, PlatformId) {
+    let d = directory(vec![customer("acme", "Acme")], vec![]);
+    let acme = pcustomer("C1", Some("acme"), "Acme");
+    let gone = pcustomer("C2", Some("gone"), "Gone");
+    let users = vec![puser("U1", Some("gus"), "gus@gone.test", &gone)];
+    let id = gone.id.clone();
+    let s = snapshot(vec![acme, gone], users);
+    let policy = Policy {
+        delete_customers: delete_customers_enabled(),
+        ..Policy::default()
+    };
+    (d, s, policy, id)
+}
+
+fn kept_reason(p: &Plan, x: &str) -> String {
+    p.kept
+        .iter()
+        .find(|k| k.external_id == x)
+        .map(|k| k.reason.clone())
+        .unwrap_or_else(|| panic!("{x} is not kept: {:?}", p.operations))
+}
+
+#[test]
+fn a_customer_holding_a_marketplace_user_is_kept() {
+    let (d, mut s, policy, gone) = one_leaving_customer();
+    // The listing shows one user; the platform holds two (one embedded).
+    s.holdings.insert(
+        gone,
+        CustomerHoldings {
+            users: 2,
+            instances: 0,
+        },
+    );
+    let p = make_plan(&d, &s, &policy);
+    assert_eq!(p.customer_deletes(), 0);
+    // The customer stays; its managed user, absent from the directory, goes
+    // on its own, as with any kept customer.
+    assert!(
+        matches!(p.operations.as_slice(), [Operation::DeleteUser { external_id, .. }] if external_id == "gus"),
+        "{:?}",
+        p.operations
+    );
+    assert!(
+        kept_reason(&p, "gone").contains("1 user(s) that dirsync does not manage"),
+        "{:?}",
+        p.kept
+    );
+}
+
+#[test]
+fn a_customer_with_instances_is_kept_unless_the_policy_allows_it() {
+    let (d, mut s, policy, gone) = one_leaving_customer();
+    s.holdings.insert(
+        gone,
+        CustomerHoldings {
+            users: 1,
+            instances: 3,
+        },
+    );
+    let p = make_plan(&d, &s, &policy);
+    assert_eq!(p.customer_deletes(), 0);
+    assert!(
+        kept_reason(&p, "gone").contains("3 deployed instance(s)"),
+        "{:?}",
+        p.kept
+    );
+    let allowed = Policy {
+        delete_customers_with_instances: true,
+        ..policy
+    };
+    let p = make_plan(&d, &s, &allowed);
+    assert!(
+        matches!(
+            p.operations.as_slice(),
+            [Operation::DeleteCustomer {
+                users: 1,
+                instances: 3,
+                ..
+            }]
+        ),
+        "{:?}",
+        p.operations
+    );
+    assert!(render::text(&p).contains("also deletes its 1 user(s) and 3 instance(s)"));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["operations"][0]["instances"], 3);
+    assert_eq!(json["operations"][0]["users"], 1);
+}
+
+#[test]
+fn a_customer_whose_holdings_were_not_read_is_kept() {
+    let (d, mut s, policy, _) = one_leaving_customer();
+    s.holdings.clear();
+    let p = make_plan(&d, &s, &policy);
+    assert_eq!(p.customer_deletes(), 0);
+    assert!(kept_reason(&p, "gone").contains("was not read"));
+}
+
+#[test]
+fn the_user_budget_counts_every_user_a_customer_delete_takes() {
+    let (d, mut s, policy, gone) = one_leaving_customer();
+    let extra = puser("U9", Some("gil"), "gil@gone.test", &s.customers[1]);
+    s.users.push(extra);
+    s.holdings.insert(
+        gone,
+        CustomerHoldings {
+            users: 2,
+            instances: 0,
+        },
+    );
+    let p = make_plan(&d, &s, &policy);
+    assert_eq!(p.customer_deletes(), 1);
+    assert_eq!(p.user_deletes(), 2);
+}
+
+#[test]
+fn the_customers_to_inspect_are_the_managed_ones_leaving_when_deletes_are_on() {
+    let (d, s, policy, gone) = one_leaving_customer();
+    assert_eq!(customers_to_inspect(&d, &s, &policy), vec![gone]);
+    assert!(customers_to_inspect(&d, &s, &Policy::default()).is_empty());
+}
+
+#[test]
+fn users_outside_managed_customers_are_never_deleted() {
+    let d = directory(vec![customer("hr-acme", "Acme")], vec![]);
+    let acme = pcustomer("C1", Some("hr-acme"), "Acme");
+    let legacy = pcustomer("C2", None, "Legacy");
+    let crm = pcustomer("C3", Some("crm-globex"), "Globex");
+    // The system customer is never listed (`isSystem: false`), so its
+    // users name a customer the snapshot does not hold.
+    let system = pcustomer("C0", Some("hr-system"), "System");
+    let users = vec![
+        puser("U1", Some("hr-ada"), "ada@legacy.test", &legacy),
+        puser("U2", Some("hr-bob"), "bob@globex.test", &crm),
+        puser("U3", Some("hr-sys"), "sys@system.test", &system),
+        puser("U4", Some("hr-old"), "old@acme.test", &acme),
+    ];
+    let s = snapshot(vec![acme, legacy, crm], users);
+    let policy = Policy {
+        external_id_prefix: Some("hr-".to_owned()),
+        ..Policy::default()
+    };
+    let p = make_plan(&d, &s, &policy);
+    let deleted: Vec<&str> = p
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::DeleteUser { external_id, .. } => Some(external_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, ["hr-old"], "{:?}", p.operations);
+    assert_eq!(p.scope.managed_users, 1);
+}
+
 // ------------------------------------------------- the platform, simulated
 
 /// Applies `plan` to a copy of `before` the way the platform would, in the
@@ -949,7 +1130,7 @@ fn simulate_apply(plan: &Plan, before: &Snapshot) -> Snapshot {
             }
         }
     }
-    s
+    with_holdings(s)
 }
 
 fn customer_index(s: &Snapshot, id: &PlatformId) -> usize {
@@ -1523,7 +1704,7 @@ mod properties {
         }
         Case {
             directory: d,
-            snapshot: snap,
+            snapshot: with_holdings(snap),
             policy,
         }
     }

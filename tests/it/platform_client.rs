@@ -261,35 +261,32 @@ async fn payload_errors_reach_the_caller_with_their_field_and_are_not_retried() 
         ),
         "role"
     );
+    // An unknown id is a top-level error, as the platform answers it
+    // (`... matching query does not exist.`), not a payload error.
     let unknown = PlatformId::from("Q3VzdG9tZXI6bm9uZQ==");
-    assert_eq!(
-        field_of(
-            client
-                .update_customer(&unknown, &CustomerChanges::default())
-                .await
-                .unwrap_err()
-        ),
-        "id"
+    let not_found = |err: PlatformError| {
+        assert!(err.field_errors().is_none(), "{err:?}");
+        assert!(
+            err.to_string().contains("matching query does not exist"),
+            "{err}"
+        );
+    };
+    not_found(
+        client
+            .update_customer(&unknown, &CustomerChanges::default())
+            .await
+            .unwrap_err(),
     );
-    assert_eq!(
-        field_of(client.delete_customer(&unknown).await.unwrap_err()),
-        "id"
+    not_found(client.delete_customer(&unknown).await.unwrap_err());
+    not_found(
+        client
+            .update_user(&unknown, &UserChanges::default())
+            .await
+            .unwrap_err(),
     );
-    assert_eq!(
-        field_of(
-            client
-                .update_user(&unknown, &UserChanges::default())
-                .await
-                .unwrap_err()
-        ),
-        "id"
-    );
-    assert_eq!(
-        field_of(client.delete_user(&unknown).await.unwrap_err()),
-        "id"
-    );
+    not_found(client.delete_user(&unknown).await.unwrap_err());
 
-    // Nine refusals, nine requests: validation errors are final.
+    // Nine refusals, nine requests: validation and not-found errors are final.
     assert_eq!(emu.handle.stats().requests, 9);
 }
 
@@ -519,4 +516,137 @@ async fn a_canary_token_never_appears_in_logs_errors_or_debug_output() {
     for t in texts {
         assert!(!t.contains(CANARY), "token in {t}");
     }
+}
+
+#[tokio::test]
+async fn no_request_waiting_on_the_rate_limiter_leaves_after_a_401() {
+    let emu = start_emulator(None).await;
+    let mut config = config_for(&emu.url(), "wrong-token");
+    // One request a second: nine of the ten wait on the limiter.
+    config.requests_per_second = std::num::NonZeroU32::new(1).unwrap();
+    let client = PlatformClient::new(config).unwrap();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..10).map(|_| client.customer_roles()).collect();
+    let results = futures::future::join_all(calls).await;
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert!(err.is_auth(), "{err:?}");
+    }
+    let stopped = results
+        .iter()
+        .filter(|r| matches!(r, Err(PlatformError::Stopped { .. })))
+        .count();
+    assert_eq!(stopped, 9, "{results:?}");
+    let stats = emu.handle.stats();
+    assert_eq!(
+        (stats.requests, stats.unauthorized),
+        (1, 1),
+        "one 401, then nothing"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the waiters did not wait: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn no_request_waiting_on_the_concurrency_cap_leaves_after_a_403() {
+    use axum::routing::post;
+    // A platform that answers 403 slowly: the others queue at the cap meanwhile.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/api",
+        post(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                axum::http::StatusCode::FORBIDDEN
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut config = config_for(&url, TOKEN);
+    config.max_concurrency = 1;
+    let client = PlatformClient::new(config).unwrap();
+    let calls: Vec<_> = (0..6).map(|_| client.customer_roles()).collect();
+    for r in futures::future::join_all(calls).await {
+        assert!(r.unwrap_err().is_auth());
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The client stays stopped: nothing more leaves it.
+    assert!(matches!(
+        client.customer_roles().await,
+        Err(PlatformError::Stopped { .. })
+    ));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_request_for_its_retry_after() {
+    let emu = start_emulator(None).await;
+    // One at a time, so that no request is on its way while the 429 comes
+    // back: the other 29 wait at the cap, not in the network.
+    let mut config = config_for(&emu.url(), TOKEN);
+    config.max_concurrency = 1;
+    let client = PlatformClient::new(config).unwrap();
+    emu.handle.set_faults(Faults {
+        throttle_next: 1,
+        retry_after_secs: Some(2),
+        ..Faults::default()
+    });
+    let calls = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let calls: Vec<_> = (0..30).map(|_| client.customer_roles()).collect();
+            futures::future::join_all(calls).await
+        })
+    };
+    // The moment the client has seen the 429 (it pauses before counting it).
+    let start = Instant::now();
+    while client.stats().throttled == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no 429 seen");
+        tokio::task::yield_now().await;
+    }
+    let seen = Instant::now();
+    let arrived = emu.handle.stats().requests;
+    // The next request to reach the emulator comes only after the Retry-After.
+    while emu.handle.stats().requests == arrived {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing came after the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let quiet = seen.elapsed();
+    for r in calls.await.unwrap() {
+        r.unwrap();
+    }
+    assert!(
+        quiet >= Duration::from_millis(1800),
+        "a request reached the platform {quiet:?} into a 2 s Retry-After ({arrived} had arrived)"
+    );
+    let stats = emu.handle.stats();
+    assert_eq!(stats.throttled, 1);
+    assert_eq!(stats.requests, 31, "30 calls and one retry");
+}
+
+#[tokio::test]
+async fn a_429_is_not_a_failed_attempt() {
+    let emu = start_emulator(None).await;
+    let mut config = config_for(&emu.url(), TOKEN);
+    config.retry = quick_retries(2);
+    let client = PlatformClient::new(config).unwrap();
+    // More 429s in a row than the request has attempts: it still succeeds.
+    emu.handle.set_faults(Faults {
+        throttle_next: 4,
+        retry_after_secs: Some(0),
+        ..Faults::default()
+    });
+    client.customer_roles().await.unwrap();
+    let stats = emu.handle.stats();
+    assert_eq!((stats.requests, stats.throttled), (5, 4));
 }

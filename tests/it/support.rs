@@ -55,6 +55,7 @@ pub fn seed(customers: usize, users: usize) -> Seed {
                 description: String::new(),
                 labels: vec!["seeded".to_owned()],
                 system: false,
+                instances: Vec::new(),
             })
             .collect(),
         users: (0..users)
@@ -80,6 +81,7 @@ pub fn seed(customers: usize, users: usize) -> Seed {
         description: "created by hand".to_owned(),
         labels: vec![],
         system: false,
+        instances: Vec::new(),
     });
     seed.users.push(SeedUser {
         email: "embedded-7f3a".to_owned(),

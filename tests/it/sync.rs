@@ -397,6 +397,7 @@ fn unmanaged_seed() -> Seed {
                 description: String::new(),
                 labels: vec!["gold".into()],
                 system: false,
+                instances: Vec::new(),
             },
             SeedCustomer {
                 name: "Hand Made".into(),
@@ -404,6 +405,7 @@ fn unmanaged_seed() -> Seed {
                 description: "made in the web app".into(),
                 labels: vec![],
                 system: false,
+                instances: Vec::new(),
             },
         ],
         users: vec![
@@ -769,6 +771,7 @@ async fn more_than_40_percent_failures_among_20_operations_stop_the_run() {
         description: String::new(),
         labels: vec!["gold".into()],
         system: false,
+        instances: Vec::new(),
     }];
     seed.users.clear();
     let s = Scenario::new(Some(seed)).await;

@@ -28,6 +28,39 @@ impl<'a> Planner<'a> {
                 None => self.place_customer(x, desired, &mut created_names),
             }
         }
+        self.users_of_adopted_customers();
+    }
+
+    /// An adopted customer becomes dirsync's, and so do its users with an
+    /// externalId in scope: they join the managed users (one pass over the
+    /// users, only when something was adopted), so the users step matches
+    /// them and the next run finds nothing new to manage.
+    fn users_of_adopted_customers(&mut self) {
+        if self.adopted_customers.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot;
+        for u in &snapshot.users {
+            if !self.adopted_customers.contains(&u.customer_id) {
+                continue;
+            }
+            let Some(x) = u
+                .external_id
+                .as_deref()
+                .filter(|x| self.policy.in_scope(Some(x)))
+            else {
+                continue;
+            };
+            if self.users.remove(x).is_some() || self.ambiguous_users.contains(x) {
+                if self.ambiguous_users.insert(x) {
+                    let reason =
+                        "more than one platform user carries this externalId; fix it by hand";
+                    self.conflict("user", x, reason.to_owned());
+                }
+                continue;
+            }
+            self.users.insert(x, u);
+        }
     }
 
     /// A customer matched by externalId: updated, unless a rename would take
@@ -123,6 +156,8 @@ impl<'a> Planner<'a> {
             .copied()
             .unwrap_or(owner);
         self.customer_home.insert(x, Some(&owner.id));
+        self.managed_customer_ids.insert(&owner.id);
+        self.adopted_customers.insert(&owner.id);
         let (mut changes, mut patch) = customer_changes(desired, owner);
         changes.insert(0, change("externalId", "", x));
         patch.external_id = Some(x.to_owned());

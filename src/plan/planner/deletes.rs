@@ -4,8 +4,16 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Planner;
-use crate::model::{PlatformId, PlatformUser};
+use crate::model::{CustomerHoldings, PlatformId, PlatformUser};
 use crate::plan::{Kept, Operation};
+
+const NAMED_BY_A_REFUSED_RECORD: &str =
+    "a refused record names it; its state in the directory is unknown";
+
+const DELETES_OFF: &str =
+    "not in the directory, but customer deletes are disabled (policy.delete_customers.enabled)";
+
+const HOLDINGS_UNKNOWN: &str = "not in the directory, but what it holds (every user, embedded marketplace users included, and its instances) was not read; it is kept";
 
 impl<'a> Planner<'a> {
     /// Step 4: managed customers the directory no longer holds. Fills
@@ -20,7 +28,15 @@ impl<'a> Planner<'a> {
                 .get(&actual.id)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            if let Some(reason) = self.reason_to_keep_customer(x, members) {
+            let reason = match self.snapshot.holdings.get(&actual.id) {
+                _ if self.directory.unknown.customer_external_ids.contains(x) => {
+                    Some(NAMED_BY_A_REFUSED_RECORD.to_owned())
+                }
+                _ if self.policy.delete_customers.is_none() => Some(DELETES_OFF.to_owned()),
+                None => Some(HOLDINGS_UNKNOWN.to_owned()),
+                Some(holdings) => self.reason_to_keep_customer(members, holdings),
+            };
+            if let Some(reason) = reason {
                 self.out.kept.push(Kept {
                     kind: "customer",
                     external_id: x.to_owned(),
@@ -28,12 +44,19 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             }
+            let holdings = self
+                .snapshot
+                .holdings
+                .get(&actual.id)
+                .copied()
+                .unwrap_or_default();
             self.deleted_customers.insert(&actual.id);
             self.out.operations.push(Operation::DeleteCustomer {
                 id: actual.id.clone(),
                 external_id: x.to_owned(),
                 name: actual.name.clone(),
-                users: members.len(),
+                users: usize::try_from(holdings.users).unwrap_or(usize::MAX),
+                instances: holdings.instances,
             });
         }
     }
@@ -56,22 +79,29 @@ impl<'a> Planner<'a> {
         users_by_customer
     }
 
-    /// Why a leaving customer must stay, if it must: a refused record names
-    /// it, customer deletes are off, or it holds users that are not leaving.
-    fn reason_to_keep_customer(&self, x: &str, members: &[&PlatformUser]) -> Option<String> {
+    /// Why a leaving customer must stay, if it must: it holds users that dirsync does not manage (embedded marketplace
+    /// users among them, which only `holdings` counts) or that are not
+    /// leaving, or it has deployed instances and the policy keeps those.
+    fn reason_to_keep_customer(
+        &self,
+        members: &[&PlatformUser],
+        holdings: &CustomerHoldings,
+    ) -> Option<String> {
         let unknown = &self.directory.unknown;
-        if unknown.customer_external_ids.contains(x) {
-            return Some(
-                "a refused record names it; its state in the directory is unknown".to_owned(),
-            );
-        }
-        if self.policy.delete_customers.is_none() {
-            return Some("not in the directory, but customer deletes are disabled (policy.delete_customers.enabled)".to_owned());
-        }
-        let unmanaged = members
+        let managed = members
             .iter()
-            .filter(|u| !self.policy.in_scope(u.external_id.as_deref()))
+            .filter(|u| self.policy.in_scope(u.external_id.as_deref()))
             .count();
+        // Users the listing does not show (marketplace users) and listed
+        // users without an externalId in scope: all are not dirsync's.
+        let unmanaged = usize::try_from(holdings.users)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(managed);
+        if unmanaged > 0 {
+            return Some(format!(
+                "not in the directory, but it holds {unmanaged} user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them"
+            ));
+        }
         let staying = members
             .iter()
             .filter(|u| {
@@ -80,10 +110,15 @@ impl<'a> Planner<'a> {
                 }) || unknown.user_emails.contains(&u.email.to_lowercase())
             })
             .count();
-        if unmanaged > 0 || staying > 0 {
+        if staying > 0 {
             return Some(format!(
-                "not in the directory, but it holds {} user(s) that dirsync does not manage or that the directory still lists",
-                unmanaged + staying
+                "not in the directory, but it holds {staying} user(s) that the directory still lists"
+            ));
+        }
+        if holdings.instances > 0 && !self.policy.delete_customers_with_instances {
+            return Some(format!(
+                "not in the directory, but it has {} deployed instance(s) that deleting it would delete (policy.delete_customers.with_instances: true allows it)",
+                holdings.instances
             ));
         }
         None
@@ -106,8 +141,7 @@ impl<'a> Planner<'a> {
                 self.out.kept.push(Kept {
                     kind: "user",
                     external_id: x.to_owned(),
-                    reason: "a refused record names it; its state in the directory is unknown"
-                        .to_owned(),
+                    reason: NAMED_BY_A_REFUSED_RECORD.to_owned(),
                 });
                 continue;
             }

@@ -2,7 +2,7 @@
 //! that keep them cheap at 1M users: foldhash maps, and emails keyed
 //! case-insensitively by borrowing instead of lowercased copies.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use crate::config::Policy;
@@ -39,6 +39,13 @@ pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub(super) fn fast_map<K, V>(capacity: usize) -> FastMap<K, V> {
     HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
+}
+
+/// Hash sets of the same kind.
+pub(super) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+pub(super) fn fast_set<K>(capacity: usize) -> FastSet<K> {
+    HashSet::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
 }
 
 /// Groups platform records by managed externalId; an externalId carried by

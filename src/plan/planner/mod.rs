@@ -45,7 +45,7 @@ use crate::directory::Directory;
 use crate::model::{PlatformCustomer, PlatformId, PlatformUser, Snapshot};
 
 use super::{Conflict, FieldChange, Plan, Scope};
-use index::{fast_map, index_managed, Caseless, FastMap};
+use index::{fast_map, fast_set, index_managed, Caseless, FastMap, FastSet};
 
 /// The inputs, the indexes built from them, what the steps decided so far,
 /// and the plan being built.
@@ -61,6 +61,10 @@ pub(super) struct Planner<'a> {
     customers: FastMap<&'a str, &'a PlatformCustomer>,
     /// ExternalIds more than one platform customer carries (not in `customers`).
     ambiguous_customers: BTreeSet<&'a str>,
+    /// Every managed customer's platform id: a user is managed only inside
+    /// one (the platform's `User` cannot tell a user of the system customer,
+    /// or of a customer outside the scope, from any other).
+    managed_customer_ids: FastSet<&'a PlatformId>,
     /// Managed users by externalId; the users step takes each match out.
     users: FastMap<&'a str, &'a PlatformUser>,
     /// ExternalIds more than one platform user carries (not in `users`).
@@ -74,6 +78,8 @@ pub(super) struct Planner<'a> {
     /// Set by the customers step: where each directory customer lives on the
     /// platform (None: created by this plan).
     customer_home: FastMap<&'a str, Option<&'a PlatformId>>,
+    /// Set by the customers step: the platform customers it adopts.
+    adopted_customers: FastSet<&'a PlatformId>,
     /// Set by the customers step: directory customers a conflict blocks.
     blocked_customers: BTreeSet<&'a str>,
     /// Set by the customer deletes step: read by the user deletes step.
@@ -101,8 +107,12 @@ impl<'a> Planner<'a> {
         };
         let (customers, ambiguous_customers) =
             index_managed(&snapshot.customers, |c| c.external_id.as_deref(), policy);
-        let (users, ambiguous_users) =
-            index_managed(&snapshot.users, |u| u.external_id.as_deref(), policy);
+        let managed_customer_ids = managed_customer_ids(snapshot, policy);
+        let (users, ambiguous_users) = index_managed(
+            &snapshot.users,
+            |u| in_managed_customer(&managed_customer_ids, u),
+            policy,
+        );
         let mut planner = Planner {
             directory,
             snapshot,
@@ -111,12 +121,14 @@ impl<'a> Planner<'a> {
             role_ids,
             customers,
             ambiguous_customers,
+            managed_customer_ids,
             users,
             ambiguous_users,
             unmanaged_customer_by_name: HashMap::new(),
             customer_name_owner: HashMap::new(),
             user_by_email: FastMap::default(),
             customer_home: fast_map(directory.customers.len()),
+            adopted_customers: FastSet::default(),
             blocked_customers: BTreeSet::new(),
             deleted_customers: HashSet::new(),
             out,
@@ -140,7 +152,7 @@ impl<'a> Planner<'a> {
                 .snapshot
                 .users
                 .iter()
-                .filter(|u| policy.in_scope(u.external_id.as_deref()))
+                .filter(|u| policy.in_scope(in_managed_customer(&self.managed_customer_ids, u)))
                 .count(),
             directory_customers: self.directory.customers.len(),
             directory_users: self.directory.users.len(),
@@ -214,6 +226,32 @@ impl<'a> Planner<'a> {
             external_id: external_id.to_owned(),
             reason,
         });
+    }
+}
+
+/// The platform ids of the customers dirsync manages (an externalId in scope).
+fn managed_customer_ids<'a>(snapshot: &'a Snapshot, policy: &Policy) -> FastSet<&'a PlatformId> {
+    let mut ids = fast_set(snapshot.customers.len());
+    ids.extend(
+        snapshot
+            .customers
+            .iter()
+            .filter(|c| policy.in_scope(c.external_id.as_deref()))
+            .map(|c| &c.id),
+    );
+    ids
+}
+
+/// A user's externalId, when the user sits in a managed customer: outside
+/// one, a user is never dirsync's, whatever externalId it carries.
+fn in_managed_customer<'u>(
+    managed_customer_ids: &FastSet<&PlatformId>,
+    user: &'u PlatformUser,
+) -> Option<&'u str> {
+    if managed_customer_ids.contains(&user.customer_id) {
+        user.external_id.as_deref()
+    } else {
+        None
     }
 }
 
