@@ -159,3 +159,33 @@ impl From<customer_roles::CustomerRolesCustomerRoles> for Role {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published schema documents no default for
+    /// `includeMarketplaceUsers`: the listing dirsync plans from must say
+    /// `false`, and the holdings read before a customer delete `true`.
+    #[test]
+    fn marketplace_users_are_asked_for_explicitly() {
+        let listing = ListCustomerUsers::build_query(list_customer_users::Variables {
+            after: None,
+            first: 100,
+        });
+        assert!(
+            listing.query.contains("includeMarketplaceUsers: false"),
+            "{}",
+            listing.query
+        );
+        let holdings = CustomerHoldings::build_query(customer_holdings::Variables {
+            customer: "Q3VzdG9tZXI6MQ==".to_owned(),
+        });
+        assert!(
+            holdings.query.contains("includeMarketplaceUsers: true"),
+            "{}",
+            holdings.query
+        );
+        assert!(holdings.query.contains("instances"), "{}", holdings.query);
+    }
+}
