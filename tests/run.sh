@@ -18,14 +18,31 @@ need_root() {
 # systemd for systemd-analyze, which checks the unit files (systemd/check.sh;
 # no running systemd is needed).
 PACKAGES=(slapd ldap-utils systemd)
+# A Samba Active Directory DC for the Active Directory tests
+# (tests/it/samba.rs provisions its own into a temp dir and runs it in a
+# network namespace of its own, so it needs root): Samba, ldbadd (ldb-tools),
+# unshare and nsenter (util-linux), ip (iproute2) and openssl. Installed
+# without recommends: those (libnss-winbind, libpam-winbind) would change
+# the machine's NSS and PAM setup. A samba service the packages may start
+# on the machine cannot get in the way: the tests' DC has a namespace and ports of its own.
+SAMBA_PACKAGES=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules ldb-tools util-linux iproute2 openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+missing_samba=()
+for p in "${SAMBA_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing_samba+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_samba[@]} -gt 0 ]; then
   SUDO=$(need_root)
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  fi
+  if [ ${#missing_samba[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing_samba[@]}"
+  fi
 fi
 
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo is not installed (https://rustup.rs)" >&2; exit 1; }

@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link step for every test).
 
+mod active_directory;
 mod auth_refresh;
 mod cascade;
 mod cli;
@@ -11,6 +12,7 @@ mod ldap;
 mod lying_sources;
 mod planner;
 mod platform_client;
+mod samba;
 mod slapd;
 mod stopping;
 mod support;
