@@ -518,6 +518,10 @@ impl PlatformClient {
                     status: s.as_u16(),
                     retry_after,
                 },
+                StatusCode::NOT_FOUND => PlatformError::EndpointNotFound {
+                    operation,
+                    url: inner.endpoint.to_string(),
+                },
                 s => PlatformError::UnexpectedStatus {
                     operation,
                     status: s.as_u16(),
@@ -547,21 +551,30 @@ impl PlatformClient {
     }
 
     fn transport_error(&self, operation: &'static str, e: reqwest::Error) -> PlatformError {
+        let url = self.inner.endpoint.to_string();
+        let cause = innermost_cause(&e);
         if e.is_timeout() {
             PlatformError::Timeout {
                 operation,
                 timeout: self.inner.request_timeout,
             }
+        } else if is_certificate_error(&e) {
+            PlatformError::Certificate {
+                operation,
+                url,
+                cause,
+            }
         } else if e.is_connect() {
             PlatformError::Connect {
                 operation,
-                url: self.inner.endpoint.to_string(),
-                source: e,
+                url,
+                cause,
             }
         } else {
             PlatformError::Transport {
                 operation,
-                source: e,
+                url,
+                cause,
             }
         }
     }
@@ -829,6 +842,35 @@ fn far_future() -> Instant {
 
 fn wrap_all(labels: &[String]) -> Vec<Option<String>> {
     labels.iter().cloned().map(Some).collect()
+}
+
+/// The innermost error's text: what actually went wrong ("Connection
+/// refused (os error 111)", "invalid peer certificate: UnknownIssuer"), not
+/// reqwest's "error sending request for url".
+fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Whether the TLS handshake refused the platform's certificate.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        }) || c.to_string().contains("invalid peer certificate")
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn short_text(s: &str) -> String {

@@ -22,6 +22,31 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// What an operation was doing, as an operator would say it: the queries by
+/// their purpose ("checking the token"), the mutations by their API name.
+pub fn doing(operation: &str) -> &str {
+    match operation {
+        "AuthenticatedUser" => "checking the token",
+        "CustomerRoles" => "reading the customer roles",
+        "ListCustomers" => "reading the customers",
+        "ListCustomerUsers" => "reading the customer users",
+        "FindCustomer" => "looking up a customer by externalId",
+        "FindCustomerUser" => "looking up a customer user by externalId",
+        "CustomerHoldings" => "reading what a customer holds",
+        other => other,
+    }
+}
+
+/// An inner error's message without the operation prefix the outer one
+/// already printed.
+fn unprefixed(inner: &PlatformError, operation: &str) -> String {
+    let text = inner.to_string();
+    match text.strip_prefix(&format!("{}: ", doing(operation))) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
 struct Joined<'a, T>(&'a [T], &'a str);
 
 impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
@@ -43,90 +68,106 @@ impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
 /// from operation names, statuses and the platform's own messages.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
-    #[error("{operation}: cannot connect to the platform at {url}: {source}")]
+    /// The connection could not be made (refused, no route, name not
+    /// found). `cause` is the innermost error's text: reqwest's own
+    /// ("error sending request for url") says nothing.
+    #[error("{}: cannot connect to the platform at {url}: {cause}", doing(.operation))]
     Connect {
         operation: &'static str,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        cause: String,
     },
-    #[error("{operation}: the platform did not answer within {timeout:?}")]
+    /// The platform's TLS certificate was refused. Not retried: it will be
+    /// refused again.
+    #[error("{}: the platform's certificate at {url} was refused: {cause} (for a private CA, set platform.ca_file)", doing(.operation))]
+    Certificate {
+        operation: &'static str,
+        url: String,
+        cause: String,
+    },
+    #[error("{}: the platform did not answer within {timeout:?}", doing(.operation))]
     Timeout {
         operation: &'static str,
         timeout: Duration,
     },
-    #[error("{operation}: the platform is throttling requests (HTTP 429{})", retry_after_text(.retry_after))]
+    #[error("{}: the platform is throttling requests (HTTP 429{})", doing(.operation), retry_after_text(.retry_after))]
     Throttled {
         operation: &'static str,
         retry_after: Option<Duration>,
     },
-    #[error("{operation}: the platform answered HTTP {status}{}", retry_after_text(.retry_after))]
+    #[error("{}: the platform answered HTTP {status}{}", doing(.operation), retry_after_text(.retry_after))]
     Unavailable {
         operation: &'static str,
         status: u16,
         retry_after: Option<Duration>,
     },
     #[error(
-        "{operation}: authentication failed (HTTP {status}); check the platform URL and the token"
+        "{}: authentication failed (HTTP {status}); check the platform URL and the token",
+        doing(.operation)
     )]
     Unauthorized {
         operation: &'static str,
         status: u16,
     },
-    #[error("{operation}: unexpected HTTP {status} from the platform: {body}")]
+    #[error("{}: {url} answered HTTP 404: platform.url must be the platform's base URL (such as https://app.prismatic.io); dirsync appends /api to it", doing(.operation))]
+    EndpointNotFound {
+        operation: &'static str,
+        url: String,
+    },
+    #[error("{}: unexpected HTTP {status} from the platform: {body}", doing(.operation))]
     UnexpectedStatus {
         operation: &'static str,
         status: u16,
         body: String,
     },
-    #[error("{operation}: transport error: {source}")]
+    #[error("{}: the request to {url} failed: {cause}", doing(.operation))]
     Transport {
         operation: &'static str,
-        #[source]
-        source: reqwest::Error,
+        url: String,
+        cause: String,
     },
-    #[error("{operation}: the platform rejected the request: {}", Joined(.messages, "; "))]
+    #[error("{}: the platform rejected the request: {}", doing(.operation), Joined(.messages, "; "))]
     GraphQl {
         operation: &'static str,
         messages: Vec<String>,
     },
-    #[error("{operation}: the platform refused the change: {}", Joined(.errors, "; "))]
+    #[error("{}: the platform refused the change: {}", doing(.operation), Joined(.errors, "; "))]
     Validation {
         operation: &'static str,
         errors: Vec<FieldError>,
     },
-    #[error("{operation}: cannot read the platform's answer: {detail}")]
+    #[error("{}: cannot read the platform's answer: {detail}", doing(.operation))]
     Decode {
         operation: &'static str,
         detail: String,
     },
-    #[error("{operation}: {source}")]
+    #[error("{}: {source}", doing(.operation))]
     Auth {
         operation: &'static str,
         #[source]
         source: AuthError,
     },
-    #[error("{operation}: gave up after {attempts} attempts: {last}")]
+    #[error("{}: gave up after {attempts} attempt(s): {}", doing(.operation), unprefixed(.last, .operation))]
     RetriesExhausted {
         operation: &'static str,
         attempts: u32,
         #[source]
         last: Box<PlatformError>,
     },
-    #[error("{operation}: the platform asked to wait {wait:?}, longer than the {limit:?} dirsync will wait")]
+    #[error("{}: the platform asked to wait {wait:?}, longer than the {limit:?} dirsync will wait", doing(.operation))]
     RetryAfterTooLong {
         operation: &'static str,
         wait: Duration,
         limit: Duration,
     },
-    #[error("{operation}: {detail}")]
+    #[error("{}: {detail}", doing(.operation))]
     Protocol {
         operation: &'static str,
         detail: String,
     },
     /// Not sent: the client had stopped (an earlier authentication failure,
     /// a shutdown, the run deadline) while the request waited its turn.
-    #[error("{operation}: not sent: {reason}")]
+    #[error("{}: not sent: {reason}", doing(.operation))]
     Stopped {
         operation: &'static str,
         reason: StopReason,
@@ -134,7 +175,7 @@ pub enum PlatformError {
     /// Sent, but the run deadline passed before the answer came: the
     /// request was abandoned (a mutation may or may not have been applied;
     /// the next run sees which).
-    #[error("{operation}: {reason} before the platform answered")]
+    #[error("{}: {reason} before the platform answered", doing(.operation))]
     Abandoned {
         operation: &'static str,
         reason: StopReason,

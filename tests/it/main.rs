@@ -9,6 +9,7 @@ mod daemon;
 mod emulator_cli;
 mod http_source;
 mod ldap;
+mod network_errors;
 mod lying_sources;
 mod planner;
 mod platform_client;
