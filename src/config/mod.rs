@@ -25,6 +25,7 @@ pub use daemon::{MetricsSettings, ScheduleSettings};
 pub use mapping::{CustomerMapping, Mapping, RoleTable, UserMapping};
 pub use platform::{PlatformSettings, PlatformTarget};
 pub use policy::{Budget, ChangePolicy, Policy};
+pub use source::{AbsentRule, AbsentTest};
 pub use source::{
     CsvSettings, CustomerStrategy, CustomersFrom, DisabledRule, Endpoint, HttpAuth, HttpPreset,
     HttpSettings, LdapKind, LdapScope, LdapSettings, Pagination, SourceSettings,

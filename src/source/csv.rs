@@ -20,15 +20,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::SourceError;
+use crate::config::AbsentRule;
 use crate::directory::{Origin, SourceRecord, Withheld};
 
 /// What one read of a file gave.
 #[derive(Debug)]
 pub struct CsvRead {
-    /// One record per data row, in file order.
+    /// One record per data row, in file order (rows marked absent left out).
     pub records: Vec<SourceRecord>,
     /// Why this read cannot say who is absent, if it cannot.
     pub withheld: Vec<Withheld>,
+    /// How many rows `absent_when` marked absent (not records).
+    pub absent: usize,
 }
 
 const CUT_SHORT_ADVICE: &str =
@@ -37,14 +40,29 @@ const CUT_SHORT_ADVICE: &str =
 /// Reads `path` and returns one record per data row, holding the values of
 /// `columns` (trimmed; empty cells absent). Every column in `columns` must be
 /// in the header, once. With `min_age`, a file modified more recently than
-/// that is refused.
+/// that is refused. A row matching any of `absent_when` is not a record (the
+/// user is absent from the directory); every column the rules name must be
+/// in the header, once, too.
 pub fn read_records(
     path: &Path,
     delimiter: u8,
     columns: &[&str],
     min_age: Option<Duration>,
+    absent_when: &[AbsentRule],
 ) -> Result<CsvRead, SourceError> {
-    read_records_observed(path, delimiter, columns, min_age, &mut || {})
+    read_records_observed(path, delimiter, columns, min_age, absent_when, &mut || {})
+}
+
+/// What the last row read was, for a file that may be cut short.
+enum LastRow {
+    /// No row yet: only the header.
+    Header,
+    /// Every field empty.
+    Empty,
+    /// A row `absent_when` marked absent (kept: cut short, it is refused).
+    Absent(SourceRecord),
+    /// The last of `records`.
+    Record,
 }
 
 /// [`read_records`], calling `between` after the file is opened and looked
@@ -54,6 +72,7 @@ fn read_records_observed(
     delimiter: u8,
     columns: &[&str],
     min_age: Option<Duration>,
+    absent_when: &[AbsentRule],
     between: &mut dyn FnMut(),
 ) -> Result<CsvRead, SourceError> {
     let file: Arc<Path> = Arc::from(path);
@@ -66,14 +85,16 @@ fn read_records_observed(
         });
     }
     let text = decode(path, &bytes)?;
+    let mut lines = Lines::new(text.as_bytes());
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
         .flexible(true)
         .from_reader(text.as_bytes());
+    let (header_line, header_start) = lines.record_at(0);
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| csv_error(path, e))?
+        .map_err(|e| csv_error(path, &mut lines, e))?
         .iter()
         .map(|h| h.trim().to_owned())
         .collect();
@@ -82,27 +103,49 @@ fn read_records_observed(
             path: path.to_path_buf(),
         });
     }
-    let positions = column_positions(path, &headers, columns)?;
+    let header = Header {
+        path,
+        line: header_line,
+        columns: &headers,
+    };
+    let positions = columns
+        .iter()
+        .map(|column| {
+            header
+                .index(column, "the mapping")
+                .map(|i| (Arc::<str>::from(*column), i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let absent_positions = absent_when
+        .iter()
+        .enumerate()
+        .map(|(n, rule)| {
+            header
+                .index(&rule.column, &format!("source.csv.absent_when[{n}]"))
+                .map(|i| (rule, i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut records = Vec::new();
+    let mut absent = 0;
     // Rows where every field is empty, not yet known to be trailing.
     let mut empty_rows: Vec<u64> = Vec::new();
-    // The last row read: its first line, where it starts, whether it was empty.
-    let mut last_row = (1u64, 0usize, false);
+    // The last row read: its first line, where it starts, what it was.
+    let mut last_row = (header_line, header_start, LastRow::Header);
     let mut row = csv::StringRecord::new();
     loop {
+        // Where the reader stands is where the next record's position is
+        // counted from (its own line numbers are not exact: see `Lines`).
+        let at = reader.position().byte();
         match reader.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(csv_error(path, e)),
+            Err(e) => return Err(csv_error(path, &mut lines, e)),
         }
-        let (line, start) = row
-            .position()
-            .map_or((0, 0), |p| (p.line(), p.byte() as usize));
-        let empty = row.iter().all(|f| f.trim().is_empty());
-        last_row = (line, start, empty);
-        if empty {
+        let (line, start) = lines.record_at(at);
+        if row.iter().all(|f| f.trim().is_empty()) {
             empty_rows.push(line);
+            last_row = (line, start, LastRow::Empty);
             continue;
         }
         if row.len() != headers.len() {
@@ -133,18 +176,28 @@ fn read_records_observed(
                 values.insert(column.clone(), v.to_owned());
             }
         }
-        records.push(SourceRecord {
+        let record = SourceRecord {
             origin: Origin::Line {
                 file: file.clone(),
                 line,
             },
             values,
             problem: None,
-        });
+        };
+        let is_absent = absent_positions
+            .iter()
+            .any(|(rule, index)| rule.matches(row.get(*index).map_or("", str::trim)));
+        if is_absent {
+            absent += 1;
+            last_row = (line, start, LastRow::Absent(record));
+        } else {
+            records.push(record);
+            last_row = (line, start, LastRow::Record);
+        }
     }
     // What is left in `empty_rows` trails the data: not records at all.
 
-    let (line, start, empty) = last_row;
+    let (line, start, last) = last_row;
     let cut_short = if !text.ends_with(['\n', '\r']) {
         Some("the last line has no line terminator")
     } else if ends_inside_quotes(text.as_bytes().get(start..).unwrap_or_default(), delimiter) {
@@ -153,49 +206,135 @@ fn read_records_observed(
         None
     };
     if let Some(what) = cut_short {
-        if !empty && line > 1 {
-            if let Some(last) = records.last_mut() {
-                last.problem = Some(format!("the row may be cut short: {what}"));
+        let problem = format!("the row may be cut short: {what}");
+        match last {
+            LastRow::Record => {
+                if let Some(last) = records.last_mut() {
+                    last.problem = Some(problem);
+                }
             }
+            // Its cells may be cut too, the one that made it absent
+            // among them: refused, like any row that may be cut.
+            LastRow::Absent(mut record) => {
+                record.problem = Some(problem);
+                records.push(record);
+                absent -= 1;
+            }
+            LastRow::Header | LastRow::Empty => {}
         }
         withheld.push(Withheld {
             origin: Origin::Line { file, line },
             cause: format!("{what} ({CUT_SHORT_ADVICE})"),
         });
     }
-    Ok(CsvRead { records, withheld })
+    if !absent_when.is_empty() {
+        tracing::info!(
+            file = %path.display(),
+            records = records.len(),
+            absent,
+            "CSV rows marked absent by source.csv.absent_when are not in the directory."
+        );
+    }
+    Ok(CsvRead {
+        records,
+        withheld,
+        absent,
+    })
 }
 
-/// Where each mapped column is. A column the mapping reads must be in the
-/// header exactly once: with two, which one is meant is unknown.
-fn column_positions(
-    path: &Path,
-    headers: &[String],
-    columns: &[&str],
-) -> Result<Vec<(Arc<str>, usize)>, SourceError> {
-    let mut positions = Vec::with_capacity(columns.len());
-    for column in columns {
-        let mut found = headers
+/// The header row, for finding the columns the mapping and the
+/// `absent_when` rules read.
+struct Header<'a> {
+    path: &'a Path,
+    /// Its physical line (1, unless blank lines come first).
+    line: u64,
+    columns: &'a [String],
+}
+
+impl Header<'_> {
+    /// Where `column` is. A column that is read must be in the header
+    /// exactly once: with two, which one is meant is unknown. `named_by`
+    /// says who reads it (`the mapping`, `source.csv.absent_when[0]`).
+    fn index(&self, column: &str, named_by: &str) -> Result<usize, SourceError> {
+        let mut found = self
+            .columns
             .iter()
             .enumerate()
-            .filter(|(_, h)| h == column)
+            .filter(|(_, h)| *h == column)
             .map(|(i, _)| i);
         let index = found.next().ok_or_else(|| SourceError::MissingColumn {
-            path: path.to_path_buf(),
-            column: (*column).to_owned(),
-            available: headers.to_vec(),
+            path: self.path.to_path_buf(),
+            line: self.line,
+            column: column.to_owned(),
+            named_by: named_by.to_owned(),
+            available: self.columns.to_vec(),
         })?;
         if let Some(second) = found.next() {
             return Err(SourceError::DuplicateColumn {
-                path: path.to_path_buf(),
-                column: (*column).to_owned(),
+                path: self.path.to_path_buf(),
+                line: self.line,
+                column: column.to_owned(),
+                named_by: named_by.to_owned(),
                 first: index + 1,
                 second: second + 1,
             });
         }
-        positions.push((Arc::<str>::from(*column), index));
+        Ok(index)
     }
-    Ok(positions)
+}
+
+/// Physical line numbers (from 1) of the records of a text, counted forward
+/// from its start as the `csv` crate splits lines: `\n`, `\r\n` and a lone
+/// `\r` are one line break each, inside quoted values too. The crate's own
+/// line numbers count neither a CRLF's `\r\n` as one break nor the blank
+/// lines it skips (rust-csv issues #395 and #208); its byte offsets are
+/// exact but point where the previous record ended, before the rest of its
+/// terminator and any blank lines.
+struct Lines<'a> {
+    text: &'a [u8],
+    /// Where counting has reached (always a record's first byte, or 0).
+    at: usize,
+    /// The line `at` is on.
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a [u8]) -> Lines<'a> {
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line and first byte of the record the reader placed at `byte`
+    /// (line terminators there are skipped: no record starts with one).
+    /// Records come in file order, so each call counts only from the last.
+    fn record_at(&mut self, byte: u64) -> (u64, usize) {
+        let mut start = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .clamp(self.at, self.text.len());
+        while matches!(self.text.get(start), Some(b'\n' | b'\r')) {
+            start += 1;
+        }
+        self.line += line_breaks(&self.text[self.at..start]);
+        self.at = start;
+        (self.line, start)
+    }
+}
+
+/// How many line breaks `bytes` holds: `\n`, `\r\n` and a lone `\r` count
+/// one each. (A `\r` at the end counts: what follows it starts a record,
+/// and no record starts with `\n`.)
+fn line_breaks(bytes: &[u8]) -> u64 {
+    let lf = bytes.iter().filter(|b| **b == b'\n').count();
+    let cr = bytes.iter().filter(|b| **b == b'\r').count();
+    let crlf = if cr == 0 {
+        0
+    } else {
+        bytes.windows(2).filter(|w| *w == b"\r\n").count()
+    };
+    (lf + cr - crlf) as u64
 }
 
 /// Reads the whole file, with what changed while it was read (size or
@@ -294,7 +433,7 @@ fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, SourceError> {
     let body = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
     std::str::from_utf8(body).map_err(|e| {
         let good = &body[..e.valid_up_to()];
-        let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let line = line_breaks(good) + 1;
         SourceError::Encoding {
             path: path.to_path_buf(),
             line,
@@ -306,8 +445,8 @@ fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, SourceError> {
     })
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> SourceError {
-    let line = e.position().map(|p| p.line());
+fn csv_error(path: &Path, lines: &mut Lines<'_>, e: csv::Error) -> SourceError {
+    let line = e.position().map(|p| lines.record_at(p.byte()).0);
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
@@ -336,7 +475,7 @@ mod tests {
     }
 
     fn read(f: &tempfile::NamedTempFile, columns: &[&str]) -> Result<CsvRead, SourceError> {
-        read_records(f.path(), b',', columns, None)
+        read_records(f.path(), b',', columns, None, &[])
     }
 
     fn records(f: &tempfile::NamedTempFile, columns: &[&str]) -> Vec<SourceRecord> {
@@ -495,7 +634,7 @@ mod tests {
         let f = write(b"id,email\n1,a@x.io\n2,b@x.io\n");
         let path = f.path().to_path_buf();
         let mut change = Some(change);
-        read_records_observed(f.path(), b',', &["id", "email"], None, &mut || {
+        read_records_observed(f.path(), b',', &["id", "email"], None, &[], &mut || {
             if let Some(change) = change.take() {
                 change(&path);
             }
@@ -539,7 +678,8 @@ mod tests {
     #[test]
     fn a_file_modified_more_recently_than_min_age_is_refused() {
         let f = write(b"id\n1\n");
-        let err = read_records(f.path(), b',', &["id"], Some(Duration::from_secs(60))).unwrap_err();
+        let err =
+            read_records(f.path(), b',', &["id"], Some(Duration::from_secs(60)), &[]).unwrap_err();
         assert!(
             matches!(err, SourceError::TooRecent { min_age_secs: 60, age_secs, .. } if age_secs < 60),
             "{err:?}"
@@ -547,7 +687,7 @@ mod tests {
         f.as_file()
             .set_modified(SystemTime::now() - Duration::from_secs(120))
             .unwrap();
-        assert!(read_records(f.path(), b',', &["id"], Some(Duration::from_secs(60))).is_ok());
+        assert!(read_records(f.path(), b',', &["id"], Some(Duration::from_secs(60)), &[]).is_ok());
     }
 
     #[test]
@@ -571,7 +711,7 @@ mod tests {
     #[test]
     fn another_delimiter_works() {
         let f = write(b"id;email\n1;a@x.io\n");
-        let read = read_records(f.path(), b';', &["id", "email"], None).unwrap();
+        let read = read_records(f.path(), b';', &["id", "email"], None, &[]).unwrap();
         assert_eq!(read.records[0].get("email"), Some("a@x.io"));
     }
 
@@ -582,5 +722,195 @@ mod tests {
             read(&f, &["id"]),
             Err(SourceError::MissingHeader { .. })
         ));
+    }
+
+    // ---- physical line numbers: every message names the line a record starts on ----
+
+    fn lines_of(records: &[SourceRecord]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| match &r.origin {
+                Origin::Line { line, .. } => *line,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn line_numbers_are_exact_for_crlf_files() {
+        let f = write(b"id,email\r\n1,a@x.io\r\n2,b@x.io\r\n3,c@x.io\r\n");
+        assert_eq!(lines_of(&records(&f, &["id"])), [2, 3, 4]);
+    }
+
+    #[test]
+    fn line_numbers_count_blank_lines() {
+        let f = write(b"id,email\n1,a@x.io\n\n2,b@x.io\n\n\n3,c@x.io\n");
+        assert_eq!(lines_of(&records(&f, &["id"])), [2, 4, 7]);
+        let f = write(b"id,email\r\n1,a@x.io\r\n\r\n2,b@x.io\r\n\r\n\r\n3,c@x.io\r\n");
+        assert_eq!(lines_of(&records(&f, &["id"])), [2, 4, 7]);
+    }
+
+    #[test]
+    fn line_numbers_count_quoted_newlines_in_crlf_files() {
+        let f = write(
+            b"\xEF\xBB\xBFid,note,email\r\n1,\"two\r\nlines\",a@x.io\r\n2,\"three\r\n\r\nlines\",b@x.io\r\n3,,c@x.io\r\n",
+        );
+        let records = records(&f, &["id", "note"]);
+        assert_eq!(lines_of(&records), [2, 4, 7]);
+        assert_eq!(records[0].get("note"), Some("two\r\nlines"));
+    }
+
+    #[test]
+    fn a_lone_cr_is_a_line_break() {
+        // An old Mac export: the reader splits records on a lone CR, so lines are counted so too.
+        let f = write(b"id,email\r1,a@x.io\r\r2,\"b@x.io\"\r3,c@x.io\r");
+        assert_eq!(lines_of(&records(&f, &["id"])), [2, 4, 5]);
+        // Mixed: LF then CR is two breaks, CRLF one.
+        let f = write(b"id,email\n1,a@x.io\n\r2,b@x.io\r\n3,c@x.io\n");
+        assert_eq!(lines_of(&records(&f, &["id"])), [2, 4, 5]);
+    }
+
+    #[test]
+    fn a_header_after_blank_lines_names_its_own_line() {
+        let f = write(b"\r\n\r\nid,mail\r\n1,a@x.io\r\n");
+        let err = read(&f, &["id", "email"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3: column \"email\"", f.path().display())),
+            "{err}"
+        );
+        assert_eq!(lines_of(&records(&f, &["id"])), [4]);
+    }
+
+    #[test]
+    fn ragged_rows_name_their_own_line() {
+        // CRLF, a BOM, a quoted newline and a blank line before the ragged row (line 6).
+        let f = write(
+            b"\xEF\xBB\xBFid,note,email\r\n1,\"a\r\nb\",a@x.io\r\n\r\n2,,b@x.io\r\n3,c@x.io\r\n",
+        );
+        let err = read(&f, &["id"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:6: the row has 2 fields but the header has 3",
+                f.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_empty_row_amid_crlf_data_names_its_own_line() {
+        let f = write(b"id,email\r\n1,a@x.io\r\n\r\n,\r\n2,b@x.io\r\n,\r\n");
+        let records = records(&f, &["id"]);
+        assert_eq!(lines_of(&records), [2, 4, 5]);
+        assert!(records[1].problem.is_some());
+    }
+
+    #[test]
+    fn the_cut_short_reason_names_the_last_rows_line_in_a_crlf_file() {
+        let f = write(b"id,note,email\r\n1,\"a\r\nb\",a@x.io\r\n\r\n2,x,b@x.io");
+        let read = read(&f, &["id", "email"]).unwrap();
+        assert_eq!(lines_of(&read.records), [2, 5]);
+        assert!(read.records[1].problem.is_some());
+        assert_eq!(read.withheld[0].origin, line(&f, 5));
+    }
+
+    #[test]
+    fn latin1_in_an_old_mac_file_names_its_line() {
+        let f = write(b"id,name\r1,Ann\r2,Jos\xE9\r");
+        let err = read(&f, &["id"]).unwrap_err();
+        assert!(err.to_string().contains(":3: byte 0xE9"), "{err}");
+    }
+
+    #[test]
+    fn line_breaks_count_crlf_once_and_a_lone_cr() {
+        assert_eq!(line_breaks(b""), 0);
+        assert_eq!(line_breaks(b"a\nb\n"), 2);
+        assert_eq!(line_breaks(b"a\r\nb\r\n"), 2);
+        assert_eq!(line_breaks(b"a\rb\r"), 2);
+        assert_eq!(line_breaks(b"\n\r\r\n\r"), 4);
+    }
+
+    // ---- rows marked absent (source.csv.absent_when) ----
+
+    const STAFF: &[u8] = b"id,email,status,left\n1,a@x.io,Active,\n2,b@x.io, inactive ,\n3,not-an-email,TERMINATED,\n4,d@x.io,Active,2024-05-31\n5,e@x.io,Activ,\n";
+
+    fn rules() -> Vec<AbsentRule> {
+        vec![
+            AbsentRule::one_of("status", &["Inactive", "Terminated"]),
+            AbsentRule::not_empty("left"),
+        ]
+    }
+
+    #[test]
+    fn inactive_rows_are_absent_not_records() {
+        let f = write(STAFF);
+        let read = read_records(f.path(), b',', &["id", "email"], None, &rules()).unwrap();
+        assert_eq!(read.absent, 3);
+        assert_eq!(
+            lines_of(&read.records),
+            [2, 6],
+            "1 and 5 (\"Activ\" is no rule's)"
+        );
+        assert!(read.records.iter().all(|r| r.problem.is_none()));
+        assert!(read.withheld.is_empty());
+        // Without rules, every row is a record.
+        assert_eq!(records(&f, &["id", "email"]).len(), 5);
+    }
+
+    #[test]
+    fn an_absent_when_column_missing_from_the_header_is_an_error_naming_file_line_and_column() {
+        let f = write(STAFF);
+        let rules = [AbsentRule::not_empty("Termination Date")];
+        let err = read_records(f.path(), b',', &["id"], None, &rules).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:1: column \"Termination Date\" named in source.csv.absent_when[0] is not in the header (columns: id, email, status, left)",
+                f.path().display()
+            )
+        );
+        let f = write(b"id,status,email,status\n1,Active,a@x.io,Inactive\n");
+        let rules = [AbsentRule::one_of("status", &["inactive"])];
+        let err = read_records(f.path(), b',', &["id"], None, &rules).unwrap_err();
+        assert!(
+            err.to_string().contains(":1: the header names column \"status\" twice (columns 2 and 4); source.csv.absent_when[0] reads it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_row_before_an_absent_row_is_amid_the_data() {
+        let f = write(b"id,email,status,left\n1,a@x.io,Active,\n,,,\n2,b@x.io,Inactive,\n,,,\n");
+        let read = read_records(f.path(), b',', &["id"], None, &rules()).unwrap();
+        assert_eq!(lines_of(&read.records), [2, 3]);
+        assert!(read.records[1].problem.is_some());
+    }
+
+    #[test]
+    fn an_absent_row_that_is_ragged_still_refuses_the_file() {
+        // Its fields may be shifted: the status read may be another column's.
+        let f = write(b"id,email,status,left\n1,a@x.io,Active,\n2,Inactive,\n");
+        let err = read_records(f.path(), b',', &["id"], None, &rules()).unwrap_err();
+        assert!(
+            matches!(err, SourceError::Ragged { line: 3, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_row_of_a_cut_file_is_refused_even_when_it_reads_absent() {
+        // "Inactive" may be the start of "Inactive since ..." or the row cut in its last cell.
+        let f = write(b"id,email,left,status\n1,a@x.io,,Active\n2,b@x.io,,Inactive");
+        let read = read_records(f.path(), b',', &["id"], None, &rules()).unwrap();
+        assert_eq!(read.absent, 0);
+        assert_eq!(lines_of(&read.records), [2, 3]);
+        assert_eq!(
+            read.records[1].problem.as_deref(),
+            Some("the row may be cut short: the last line has no line terminator")
+        );
+        assert_eq!(read.records[1].get("id"), Some("2"));
+        assert_eq!(read.records[0].problem, None, "not the row before it");
+        assert_eq!(read.withheld.len(), 1);
     }
 }

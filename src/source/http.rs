@@ -648,15 +648,26 @@ async fn read_records_inner(
                         groups_of.entry(id).or_default().push(group_id.to_owned());
                     }
                 }
-                for (user, id) in users.iter_mut().zip(&user_ids) {
+                // With `unassigned_users: absent` (the default), a user no
+                // group lists is not in the directory: taking someone out of
+                // their customer's group offboards them.
+                let mut unassigned = vec![false; users.len()];
+                for ((user, id), unassigned) in
+                    users.iter_mut().zip(&user_ids).zip(unassigned.iter_mut())
+                {
                     if user.problem.is_some() {
                         continue;
                     }
-                    let groups = id
-                        .as_ref()
-                        .and_then(|i| groups_of.get(i))
-                        .cloned()
-                        .unwrap_or_default();
+                    // Without an id no group can list it: that is not
+                    // knowing, never "in no group".
+                    let Some(id) = id else {
+                        user.problem = Some(format!(
+                            "has no id at {} to find its customer groups by",
+                            settings.user_id
+                        ));
+                        continue;
+                    };
+                    let groups = groups_of.get(id).cloned().unwrap_or_default();
                     match groups.as_slice() {
                         [one] => {
                             user.values.insert(
@@ -664,6 +675,7 @@ async fn read_records_inner(
                                 one.clone(),
                             );
                         }
+                        [] if settings.unassigned_absent => *unassigned = true,
                         [] => user.problem = Some("is a member of no customer group".to_owned()),
                         several => {
                             user.problem = Some(format!(
@@ -673,6 +685,15 @@ async fn read_records_inner(
                             ))
                         }
                     }
+                }
+                let absent = unassigned.iter().filter(|u| **u).count();
+                if absent > 0 {
+                    tracing::info!(
+                        users = absent,
+                        "Users in no customer group are absent from the directory (unassigned_users: absent)."
+                    );
+                    let mut keep = unassigned.iter().map(|u| !u);
+                    users.retain(|_| keep.next().unwrap_or(true));
                 }
             }
             Some(records)

@@ -40,17 +40,23 @@ pub enum SourceError {
         age_secs: u64,
         min_age_secs: u64,
     },
-    #[error("{}:1: the header names column {column:?} twice (columns {first} and {second}); the mapping reads it, so which one is meant is unclear: rename or remove one", path.display())]
+    /// `line` is the header's; `named_by` says who reads the column
+    /// (`the mapping`, `source.csv.absent_when[0]`).
+    #[error("{}:{line}: the header names column {column:?} twice (columns {first} and {second}); {named_by} reads it, so which one is meant is unclear: rename or remove one", path.display())]
     DuplicateColumn {
         path: PathBuf,
+        line: u64,
         column: String,
+        named_by: String,
         first: usize,
         second: usize,
     },
-    #[error("{}: column {column:?} named in the mapping is not in the header (columns: {})", path.display(), available.join(", "))]
+    #[error("{}:{line}: column {column:?} named in {named_by} is not in the header (columns: {})", path.display(), available.join(", "))]
     MissingColumn {
         path: PathBuf,
+        line: u64,
         column: String,
+        named_by: String,
         available: Vec<String>,
     },
     #[error("{}:{line}: the row has {found} fields but the header has {expected}", path.display())]
@@ -111,7 +117,7 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
                     Some(path) => {
                         let keys = customer_keys(&mapping);
                         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let read = csv::read_records(path, csv.delimiter, &keys, csv.min_age)?;
+                        let read = csv::read_records(path, csv.delimiter, &keys, csv.min_age, &[])?;
                         withheld.extend(read.withheld);
                         Some(read.records)
                     }
@@ -119,7 +125,13 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
                 };
                 let keys = user_keys(&mapping, customers.is_none());
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let users = csv::read_records(&csv.users_file, csv.delimiter, &keys, csv.min_age)?;
+                let users = csv::read_records(
+                    &csv.users_file,
+                    csv.delimiter,
+                    &keys,
+                    csv.min_age,
+                    &csv.absent_when,
+                )?;
                 withheld.extend(users.withheld);
                 let mut directory = build_directory(
                     customers.as_deref(),

@@ -274,14 +274,11 @@ fn objectguid_is_the_external_id_and_disabled_accounts_are_absent() {
     );
     assert_eq!(c.users["dave.doe@globex.example"]["name"], "Doe, Dave");
 
-    // The one enabled person outside every customer OU is refused, by DN.
+    // The one enabled person outside every customer OU is in no customer:
+    // absent from the directory, not a refused record (issue 11, item 6).
     let refused = refused(&json);
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert!(
-        refused[0].contains("CN=Oscar Orphan,OU=Customers,DC=test,DC=lan")
-            && refused[0].contains("matches no customer entry"),
-        "{refused:?}"
-    );
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(!c.users.contains_key("oscar.orphan@example.com"));
 }
 
 #[test]
@@ -309,20 +306,10 @@ fn the_global_catalog_port_reads_the_forest() {
         object_guid(dc, "(sAMAccountName=alice.adams)"),
         "the Global Catalog's objectGUID is the domain's"
     );
-    // The people with a mail outside every customer OU are refused.
+    // The people with a mail outside every customer OU are in no customer:
+    // absent, not refused.
     let refused = refused(&json);
-    assert_eq!(refused.len(), 2, "{refused:?}");
-    for dn in [
-        "CN=Oscar Orphan,OU=Customers,DC=test,DC=lan",
-        "CN=Sam Staff,OU=Staff,DC=test,DC=lan",
-    ] {
-        assert!(
-            refused
-                .iter()
-                .any(|r| r.contains(dn) && r.contains("matches no customer entry")),
-            "{dn}: {refused:?}"
-        );
-    }
+    assert!(refused.is_empty(), "{refused:?}");
 }
 
 /// The group strategy through each user's memberOf, which Samba maintains.
@@ -341,19 +328,12 @@ fn the_group_strategy_reads_memberof_and_refuses_users_in_two_groups() {
         placement["Initech"],
         email_set(&["frank.foster@initech.example"])
     );
+    // Grace, in two customer groups, stays refused; Oscar, in none, is absent.
     let refused = refused(&json);
-    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
-        refused.iter().any(
-            |r| r.contains("CN=Grace Green,OU=Initech,OU=Customers,DC=test,DC=lan")
-                && r.contains("matches 2 customer entries")
-        ),
-        "{refused:?}"
-    );
-    assert!(
-        refused
-            .iter()
-            .any(|r| r.contains("CN=Oscar Orphan") && r.contains("matches no customer entry")),
+        refused[0].contains("CN=Grace Green,OU=Initech,OU=Customers,DC=test,DC=lan")
+            && refused[0].contains("matches 2 customer entries"),
         "{refused:?}"
     );
     // The non-customer group in Alice's memberOf does not matter.
@@ -383,8 +363,8 @@ fn the_group_strategy_reads_every_member_of_a_group_of_more_than_1500() {
     let refused = refused(&json);
     assert_eq!(
         refused.len(),
-        2,
-        "Grace (two groups) and Oscar (none): {refused:?}"
+        1,
+        "Grace (two groups); Oscar (none) is absent: {refused:?}"
     );
 }
 

@@ -618,20 +618,94 @@ async fn scim_groups_can_be_the_customers() {
     assert_eq!(r.plan.scope.directory_customers, 2);
     assert_eq!(
         r.plan.scope.directory_users, 4,
-        "scim-2 is in two groups, scim-5 in none: refused"
+        "scim-2 is in two groups: refused; scim-5 is in none: absent"
     );
     let refused: Vec<String> = r.plan.refused.iter().map(ToString::to_string).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
         refused
             .iter()
             .any(|m| m.contains("record 2: is a member of 2 customer groups")),
         "{refused:?}"
     );
+
+    // `unassigned_users: refuse`: a user in no group is a refused record.
+    let refuse = source.replace(
+        "    customers: {}\n",
+        "    customers: {}\n    unassigned_users: refuse\n",
+    );
+    let r = run_source(&refuse, mapping, &emu, Mode::Plan)
+        .await
+        .unwrap();
+    let refused: Vec<String> = r.plan.refused.iter().map(ToString::to_string).collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(
         refused
             .iter()
             .any(|m| m.contains("record 5: is a member of no customer group")),
         "{refused:?}"
+    );
+}
+
+/// Issue 11: offboarding by group removal. A user taken out of its only
+/// group was refused (and so protected) instead of deleted.
+#[tokio::test]
+async fn a_user_taken_out_of_its_scim_group_is_deleted_within_the_budget() {
+    let users: Vec<Value> = (0..30).map(|i| scim_user(i, "ignored", true)).collect();
+    let members = |ids: std::ops::Range<usize>| -> Vec<Value> {
+        ids.map(|i| json!({"value": format!("scim-{i}")})).collect()
+    };
+    let groups = |acme: Vec<Value>| {
+        vec![
+            json!({"id": "g-acme", "displayName": "Acme", "members": acme}),
+            json!({"id": "g-globex", "displayName": "Globex", "members": members(15..30)}),
+        ]
+    };
+    let before = server(users.clone(), groups(members(0..15))).await;
+    // scim-3 leaves Acme.
+    let after = server(
+        users,
+        groups(
+            members(0..15)
+                .into_iter()
+                .filter(|m| m["value"] != "scim-3")
+                .collect(),
+        ),
+    )
+    .await;
+    let emu = start_emulator(None).await;
+    let source = |srv: &Server| {
+        format!(
+            "  http:\n    preset: scim\n    base_url: {}/scim/v2\n    customers: {{}}\n    auth:\n      bearer: {{ file: scim-token }}\n",
+            srv.url
+        )
+    };
+    let mapping = r#"mapping:
+  customer:
+    external_id: $.id
+    name: $.displayName
+  user:
+    external_id: $.externalId
+    customer: customer
+    email: $.emails[?@.primary==true].value
+    name: $.name.formatted
+"#;
+    let apply = Mode::Apply {
+        allow_deletes: true,
+    };
+    let first = run_source(&source(&before), mapping, &emu, apply)
+        .await
+        .unwrap();
+    assert_eq!(first.plan.scope.directory_users, 30);
+    let second = run_source(&source(&after), mapping, &emu, apply)
+        .await
+        .unwrap();
+    assert!(second.blocked.is_empty(), "{:?}", second.blocked);
+    assert!(second.plan.refused.is_empty(), "{:?}", second.plan.refused);
+    assert!(
+        matches!(second.plan.operations[..], [dirsync::plan::Operation::DeleteUser { ref external_id, .. }] if external_id == "hr-3"),
+        "{:?}",
+        second.plan.operations
     );
 }
 

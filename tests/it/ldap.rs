@@ -565,3 +565,424 @@ async fn a_referral_in_the_users_tree_fails_the_read_and_deletes_nothing() {
         "a failed read sends nothing"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 11: real directories, offboarding by group.
+
+/// The group strategy over every user of dc=example,dc=com.
+fn group_setup(ldap: &Slapd, use_member_of: bool) -> Setup<'_> {
+    let mut setup = Setup::new(ldap);
+    setup.users_base = "dc=example,dc=com";
+    setup.customers = if use_member_of {
+        "strategy: group\n      base: ou=groups,dc=example,dc=com\n      use_member_of: true"
+    } else {
+        "strategy: group\n      base: ou=groups,dc=example,dc=com"
+    };
+    setup.customer_name = "cn";
+    setup
+}
+
+/// An inetOrgPerson in ou=people, in no group.
+fn staff_ldif(uid: &str) -> String {
+    format!(
+        "dn: uid={uid},ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: Staff\nmail: {uid}@vendor.example\n\n"
+    )
+}
+
+fn refused_messages(r: &Reconcile) -> Vec<String> {
+    r.plan.refused.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test]
+async fn the_group_strategy_through_member_of_places_users_and_refuses_users_in_two_groups() {
+    // slapd's memberof overlay keeps memberOf as Active Directory does.
+    let ldap = tls_server();
+    let (by_members, _emu) = run(&group_setup(&ldap, false), Mode::Plan).await;
+    let (by_member_of, _emu) = run(&group_setup(&ldap, true), Mode::Plan).await;
+    let (by_members, by_member_of) = (by_members.unwrap(), by_member_of.unwrap());
+    let got = placement(&by_member_of);
+    assert_eq!(
+        got,
+        placement(&by_members),
+        "both sides of the membership agree"
+    );
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert_eq!(
+        got.get("frank.foster@acme.example").map(String::as_str),
+        Some("Acme"),
+        "listed as UID=Frank.Foster, OU=People: memberOf is the overlay's"
+    );
+    assert_eq!(
+        got.get("jane.doe@globex.example").map(String::as_str),
+        Some("Globex"),
+        "an escaped comma in a DN"
+    );
+    assert!(!got.contains_key("erin.evans@initech.example"), "locked");
+    let refused = refused_messages(&by_member_of);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("uid=judy.jones,ou=people,dc=example,dc=com: matches 2 customer entries: cn=Acme,ou=groups,dc=example,dc=com; cn=Globex,ou=groups,dc=example,dc=com"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_in_no_customer_is_absent_by_default_and_refused_with_unassigned_users_refuse() {
+    let ldap = tls_server();
+    ldap.load_ldif_str(&format!(
+        "{}{}",
+        staff_ldif("sam.staff"),
+        staff_ldif("sue.staff")
+    ));
+    // Also with the ancestor strategy: users outside every customer OU.
+    let mut ancestor = Setup::new(&ldap);
+    ancestor.users_base = "dc=example,dc=com";
+    for (name, mut setup) in [
+        ("group, member", group_setup(&ldap, false)),
+        ("group, memberOf", group_setup(&ldap, true)),
+        ("ancestor", ancestor),
+    ] {
+        let (r, _emu) = run(&setup, Mode::Plan).await;
+        let r = r.unwrap();
+        let got = placement(&r);
+        assert!(
+            !got.contains_key("sam.staff@vendor.example"),
+            "{name}: {got:?}"
+        );
+        let refused = refused_messages(&r);
+        assert!(
+            !refused.iter().any(|m| m.contains("staff")),
+            "{name}: absent, not refused: {refused:?}"
+        );
+        let users_by_default = r.plan.scope.directory_users;
+
+        setup.extra = "    unassigned_users: refuse\n";
+        let (r, _emu) = run(&setup, Mode::Plan).await;
+        let r = r.unwrap();
+        let refused = refused_messages(&r);
+        for uid in ["sam.staff", "sue.staff"] {
+            assert!(
+                refused.iter().any(|m| m.contains(&format!(
+                    "entry uid={uid},ou=people,dc=example,dc=com: matches no customer entry"
+                ))),
+                "{name}: {refused:?}"
+            );
+        }
+        assert_eq!(r.plan.scope.directory_users, users_by_default, "{name}");
+    }
+}
+
+/// Issue 11, measured: taking 9 users out of their group refused the whole
+/// source ("12 of 504 records were refused, more than the cap of 10").
+#[tokio::test]
+async fn taking_users_out_of_their_group_plans_their_deletes_within_the_budget() {
+    let ldap = tls_server();
+    ldap.add_users(498);
+    // Each bulk user in the group of its departmentNumber.
+    let mut members = String::new();
+    for (g, customer) in CUSTOMERS.iter().enumerate() {
+        members.push_str(&format!(
+            "dn: cn={customer},ou=groups,dc=example,dc=com\nchangetype: modify\nadd: member\n"
+        ));
+        for i in (g..498).step_by(CUSTOMERS.len()) {
+            members.push_str(&format!(
+                "member: uid=user{i:06},ou=people,dc=example,dc=com\n"
+            ));
+        }
+        members.push('\n');
+    }
+    ldap.load_ldif_str(&members);
+    for use_member_of in [false, true] {
+        let setup = group_setup(&ldap, use_member_of);
+        let emu = start_emulator(None).await;
+        sync_cleanly(&setup, &emu).await;
+        let before = run_against(&setup, &emu, Mode::Plan).await.unwrap();
+        assert!(before.plan.is_empty(), "{:?}", before.plan.operations);
+        // 498 bulk users and 10 of base.ldif, judy.jones (in two groups) refused.
+        assert_eq!(before.plan.scope.directory_users, 508);
+
+        // Nine users leave Acme: offboarding by group removal.
+        let leavers: Vec<usize> = (0..27).step_by(3).collect();
+        let mut ldif = String::from(
+            "dn: cn=Acme,ou=groups,dc=example,dc=com\nchangetype: modify\ndelete: member\n",
+        );
+        for i in &leavers {
+            ldif.push_str(&format!(
+                "member: uid=user{i:06},ou=people,dc=example,dc=com\n"
+            ));
+        }
+        ldap.load_ldif_str(&ldif);
+
+        let r = run_against(
+            &setup,
+            &emu,
+            Mode::Apply {
+                allow_deletes: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(r.blocked.is_empty(), "{:?}", r.blocked);
+        assert_eq!(
+            r.plan.refused.len(),
+            1,
+            "judy.jones only: {:?}",
+            r.plan.refused
+        );
+        let deleted: Vec<&str> = r
+            .plan
+            .operations
+            .iter()
+            .filter_map(|op| match op {
+                Operation::DeleteUser { email, .. } => Some(email.as_str()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = leavers
+            .iter()
+            .map(|i| format!("user{i:06}@acme.example"))
+            .collect();
+        assert_eq!(deleted, expected, "use_member_of: {use_member_of}");
+        assert_eq!(r.plan.operations.len(), 9, "{:?}", r.plan.operations);
+        assert_eq!(r.report.unwrap().failed(), 0);
+
+        // Put them back for the next round.
+        ldap.load_ldif_str(&ldif.replace("delete: member", "add: member"));
+    }
+}
+
+#[tokio::test]
+async fn dns_in_messages_appear_as_the_server_wrote_them() {
+    let ldap = tls_server();
+    // A customer group whose DN needs an escaped comma, written with a hex
+    // escape; frank.foster is in it and in Acme.
+    ldap.load_ldif_str(
+        "dn: cn=Beta\\2C Inc.,ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: Beta, Inc.\nmember: uid=frank.foster,ou=people,dc=example,dc=com\n",
+    );
+    let out = ldap.ldapsearch(
+        &ldap.url(),
+        (READER_DN, READER_PASSWORD),
+        &[
+            "-ZZ",
+            "-b",
+            "ou=groups,dc=example,dc=com",
+            "(cn=Beta, Inc.)",
+            "1.1",
+        ],
+    );
+    let written = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("dn: ").map(str::to_owned))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(written.starts_with("cn=Beta"), "{written}");
+    for use_member_of in [false, true] {
+        let (r, _emu) = run(&group_setup(&ldap, use_member_of), Mode::Plan).await;
+        let refused = refused_messages(&r.unwrap());
+        assert!(
+            refused.iter().any(|m| m.contains(&format!(
+                "entry uid=frank.foster,ou=people,dc=example,dc=com: matches 2 customer entries: cn=Acme,ou=groups,dc=example,dc=com; {written}"
+            ))),
+            "use_member_of: {use_member_of}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_page_size_the_server_refuses_says_to_lower_page_size() {
+    // slapd `limits ... size.pr=100`: a page of 500 is refused with
+    // adminLimitExceeded "illegal pagedResults page size".
+    let ldap = Slapd::builder().tls().max_page_size(100).start();
+    ldap.load_base();
+    let (r, emu) = run(&Setup::new(&ldap), Mode::Plan).await;
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("adminLimitExceeded (11): illegal pagedResults page size")
+            && err.contains("the server refuses pages of 500 entries; lower source.ldap.page_size"),
+        "{err}"
+    );
+    assert_eq!(emu.handle.stats().mutations, 0);
+    let mut small = Setup::new(&ldap);
+    small.page_size = 100;
+    assert_eq!(
+        run(&small, Mode::Plan)
+            .await
+            .0
+            .unwrap()
+            .plan
+            .scope
+            .directory_users,
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_without_a_subject_alt_name_is_accepted_by_its_pin_and_no_other() {
+    // CN=localhost and no subjectAltName: no host name can match it.
+    let ldap = Slapd::builder().tls_cn_only().start();
+    ldap.load_base();
+    let fingerprint = ldap.cert_sha256();
+
+    // Through the CA, it is refused, and the message names the option and
+    // the presented certificate's fingerprint.
+    for url in [ldap.ldaps_url(), ldap.url()] {
+        let mut setup = Setup::new(&ldap);
+        setup.url = url.clone();
+        let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+        assert!(
+            err.contains("its certificate was refused")
+                && err.contains("not valid for any names")
+                && err.contains("NotValidForName")
+                && err.contains(&format!("SHA-256 fingerprint {fingerprint}"))
+                && err.contains("source.ldap.tls.pin_sha256"),
+            "{url}: {err}"
+        );
+    }
+
+    // Pinned (with colons, or bare lowercase hex): LDAPS and StartTLS read.
+    let bare = fingerprint.replace(':', "").to_lowercase();
+    for (url, pin) in [(ldap.ldaps_url(), &fingerprint), (ldap.url(), &bare)] {
+        let mut setup = Setup::new(&ldap);
+        setup.url = url.clone();
+        setup.ca_file = None;
+        let extra = format!("    tls: {{ pin_sha256: \"{pin}\" }}\n");
+        setup.extra = &extra;
+        let r = run(&setup, Mode::Plan).await.0;
+        assert_eq!(r.unwrap().plan.scope.directory_users, 5, "{url}");
+    }
+
+    // Another pin: refused before any bind, naming the presented fingerprint.
+    let mut wrong = fingerprint.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let mut setup = Setup::new(&ldap);
+    setup.url = ldap.ldaps_url();
+    setup.ca_file = None;
+    let extra = format!("    tls: {{ pin_sha256: \"{wrong}\" }}\n");
+    setup.extra = &extra;
+    let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "it is not the certificate source.ldap.tls.pin_sha256 names ({wrong})"
+        )) && err.contains(&format!("SHA-256 fingerprint {fingerprint}"))
+            && !err.contains("bind as"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn continuation_references_fail_the_read_or_are_left_out_with_references_ignore() {
+    let ldap = tls_server();
+    ldap.load_ldif_str(
+        "dn: ou=Elsewhere,ou=customers,dc=example,dc=com\nobjectClass: referral\nobjectClass: extensibleObject\nou: Elsewhere\nref: ldap://ldap.other.example/ou=Elsewhere,dc=other,dc=example\n",
+    );
+    let mut setup = Setup::new(&ldap);
+    let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+    assert!(
+        err.contains("continuation references (referrals) to ldap://ldap.other.example/ou=Elsewhere,dc=other,dc=example")
+            && err.contains("references: ignore"),
+        "the default for openldap: {err}"
+    );
+    setup.extra = "    references: ignore\n";
+    let r = run(&setup, Mode::Plan).await.0.unwrap();
+    assert_eq!(r.plan.scope.directory_users, 5);
+    assert_eq!(r.plan.scope.directory_customers, 3);
+}
+
+#[tokio::test]
+async fn a_referral_result_fails_the_read_even_with_references_ignore() {
+    // A base outside the server's suffix: slapd answers with its default
+    // referral (result code 10), never entries.
+    let ldap = Slapd::builder()
+        .tls()
+        .default_referral("ldap://ldap.other.example/")
+        .start();
+    ldap.load_base();
+    let mut setup = Setup::new(&ldap);
+    setup.users_base = "ou=people,dc=other,dc=example";
+    setup.extra = "    references: ignore\n";
+    let (r, emu) = run(&setup, Mode::Plan).await;
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("search of ou=people,dc=other,dc=example returned a referral (ldap://ldap.other.example/"),
+        "{err}"
+    );
+    assert_eq!(emu.handle.stats().mutations, 0);
+}
+
+#[test]
+fn the_ldap_example_configs_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["config/ldap.example.yaml", "config/ldap-ad.example.yaml"] {
+        let config = Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let dirsync::config::SourceSettings::Ldap(ldap) = &config.source else {
+            panic!("{name}: an LDAP source");
+        };
+        if name.contains("-ad") {
+            assert!(ldap.domain_scope && ldap.ignore_references && ldap.unassigned_absent);
+            assert_eq!(
+                ldap.users_base, "DC=corp,DC=example,DC=com",
+                "the domain root"
+            );
+        }
+    }
+}
+
+/// A server that presents the pinned certificate without holding its key
+/// (it signs the handshake with another): the pin is no name-and-date
+/// waiver for the signature, so the handshake fails.
+#[tokio::test]
+async fn a_pinned_certificate_presented_without_its_key_fails_the_handshake() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Impostor(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Impostor {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    let ca = TestCa::new("dirsync impostor test CA");
+    let (cert_pem, _key) = ca.server_cert_for(&[]);
+    let (_other_cert, other_key) = ca.server_cert_for(&[]);
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let pin = dirsync::source::ldap::colon_hex(&dirsync::source::ldap::sha256(&cert).unwrap());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signer = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::from_pem_slice(other_key.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Impostor(Arc::new(
+            rustls::sign::CertifiedKey::new(vec![cert], signer),
+        ))));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        // Until the client gives up on the handshake.
+        while tls.complete_io(&mut tcp).is_ok() && tls.is_handshaking() {}
+    });
+
+    let ldap = Slapd::start(); // for Setup only: never contacted
+    let mut setup = Setup::new_without_tls(&ldap);
+    setup.url = format!("ldaps://127.0.0.1:{port}");
+    let extra = format!("    tls: {{ pin_sha256: \"{pin}\" }}\n");
+    setup.extra = &extra;
+    let err = run(&setup, Mode::Plan).await.0.unwrap_err().to_string();
+    server.join().unwrap();
+    assert!(
+        err.contains(&format!("cannot connect to ldaps://127.0.0.1:{port}"))
+            && err.contains("BadSignature"),
+        "{err}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link step for every test).
 
 mod active_directory;
+mod ad_source;
 mod auth_refresh;
 mod cascade;
 mod cli;
@@ -15,6 +16,7 @@ mod planner;
 mod platform_client;
 mod samba;
 mod slapd;
+mod spreadsheets;
 mod stopping;
 mod support;
 mod sync;

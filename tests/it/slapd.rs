@@ -3,8 +3,11 @@
 //!
 //! Each [`Slapd`] has its own temp directory: a `slapd.conf` converted to
 //! `slapd.d` (cn=config) by `slaptest`, an MDB database, the ppolicy overlay
-//! (so `pwdAccountLockedTime` exists), optional TLS files made at test time,
-//! and slapd in the foreground on free loopback ports, killed in `Drop`.
+//! (so `pwdAccountLockedTime` exists), the memberof overlay (each member of
+//! a groupOfNames gets `memberOf`, as Active Directory keeps it, when the
+//! group is added or changed over LDAP: not with `slapadd`), optional TLS
+//! files made at test time, and slapd in the foreground on free loopback
+//! ports, killed in `Drop`.
 //!
 //! ```ignore
 //! let ldap = Slapd::builder().size_limit(1000).tls().start();
@@ -143,7 +146,8 @@ impl TestCa {
         self.server_cert_for(&["localhost".to_owned(), "127.0.0.1".to_owned()])
     }
 
-    /// A server certificate for `names`.
+    /// A server certificate for `names` (CN=localhost; no subjectAltName
+    /// at all when `names` is empty).
     pub fn server_cert_for(&self, names: &[String]) -> (String, String) {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let key = KeyPair::generate().unwrap();
@@ -171,6 +175,11 @@ pub struct SlapdBuilder {
     paged_total_limit: Option<u32>,
     /// Names in the server certificate (default: localhost and 127.0.0.1).
     tls_names: Option<Vec<String>>,
+    /// A server certificate naming the host in its CN only, with no
+    /// subjectAltName (like Samba's own).
+    tls_cn_only: bool,
+    /// slapd's default referral: what a search outside every suffix answers.
+    default_referral: Option<String>,
 }
 
 impl SlapdBuilder {
@@ -219,6 +228,23 @@ impl SlapdBuilder {
         self
     }
 
+    /// Like `tls()`, with a certificate for CN=localhost and no
+    /// subjectAltName at all (like Samba's own, or older AD CS templates):
+    /// rustls, which reads names from the subjectAltName only, accepts it
+    /// for no host name.
+    pub fn tls_cn_only(mut self) -> Self {
+        self.tls = true;
+        self.tls_cn_only = true;
+        self
+    }
+
+    /// A search whose base is outside the server's suffix answers a
+    /// referral result (10) to `url` (slapd's `referral` directive).
+    pub fn default_referral(mut self, url: &str) -> Self {
+        self.default_referral = Some(url.to_owned());
+        self
+    }
+
     pub fn start(self) -> Slapd {
         Slapd::start_with(self)
     }
@@ -255,6 +281,7 @@ impl Slapd {
         let ca_file = options.tls.then(|| {
             let ca = TestCa::new("dirsync slapd test CA");
             let (cert, key) = match &options.tls_names {
+                _ if options.tls_cn_only => ca.server_cert_for(&[]),
                 Some(names) => ca.server_cert_for(names),
                 None => ca.server_cert(),
             };
@@ -442,6 +469,16 @@ impl Slapd {
         READER_PASSWORD
     }
 
+    /// SHA-256 of the server certificate's DER, as `openssl x509
+    /// -fingerprint -sha256` prints it (`AB:CD:...`); the server needs `tls()`.
+    pub fn cert_sha256(&self) -> String {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::CertificateDer;
+        let der = CertificateDer::from_pem_file(self.dir.path().join("server.pem"))
+            .expect("cert_sha256() needs Slapd::builder().tls()");
+        dirsync::source::ldap::colon_hex(&dirsync::source::ldap::sha256(der.as_ref()).unwrap())
+    }
+
     /// The server's directory (slapd.conf, slapd.d, db, slapd.log, PEM files).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -586,10 +623,14 @@ fn slapd_conf(dir: &Path, o: &SlapdBuilder) -> String {
         "modulepath {MODULE_DIR}\n\
          moduleload back_mdb\n\
          moduleload ppolicy\n\
+         moduleload memberof\n\
          pidfile {d}/slapd.pid\n\
          argsfile {d}/slapd.args"
     )
     .unwrap();
+    if let Some(url) = &o.default_referral {
+        writeln!(conf, "referral {url}").unwrap();
+    }
     if o.tls {
         writeln!(
             conf,
@@ -636,7 +677,8 @@ fn slapd_conf(dir: &Path, o: &SlapdBuilder) -> String {
         conf,
         "limits * {limits}\n\
          overlay ppolicy\n\
-         ppolicy_default \"{DEFAULT_POLICY_DN}\""
+         ppolicy_default \"{DEFAULT_POLICY_DN}\"\n\
+         overlay memberof"
     )
     .unwrap();
     conf
@@ -787,6 +829,18 @@ fn base_fixture_loads() {
         acme.contains("member: uid=Frank.Foster,ou=People,dc=example,dc=com"),
         "{acme}"
     );
+
+    // The memberof overlay: each member of a group has its memberOf, in
+    // the group DN's own spelling (a member DN written in another case and
+    // spacing too); judy.jones is in two groups.
+    let frank = stdout(&search("(uid=frank.foster)", &["memberOf"]));
+    assert!(
+        frank.contains("memberOf: cn=Acme,ou=groups,dc=example,dc=com"),
+        "{frank}"
+    );
+    let judy = stdout(&search("(uid=judy.jones)", &["memberOf"]));
+    assert_eq!(judy.matches("memberOf: ").count(), 2, "{judy}");
+    assert!(!stdout(&search("(uid=frank.foster)", &["*"])).contains("memberOf"));
 
     // Non-ASCII and RFC 4515 escaping.
     assert_eq!(entries(&search("(cn=José Müller)", &["1.1"])), 1);

@@ -45,6 +45,18 @@ pub(in crate::config) struct RawHttp {
     absent_when: Option<RawAbsentWhen>,
     group_members: Option<String>,
     user_id: Option<String>,
+    /// With `customers_from: groups`: a user in no group is absent, or refused.
+    unassigned_users: Option<UnassignedUsers>,
+}
+
+/// A user that no customer group lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum UnassignedUsers {
+    /// Not in the directory (the default).
+    Absent,
+    /// A refused record.
+    Refuse,
 }
 
 fn default_max_pages() -> usize {
@@ -198,6 +210,9 @@ pub struct HttpSettings {
     /// For `customers_from: groups`: JSONPath of member ids in a group, and of the id in a user.
     pub group_members: String,
     pub user_id: String,
+    /// With `customers_from: groups`: a user no group lists is absent
+    /// (true, the default) or refused (false).
+    pub unassigned_absent: bool,
 }
 
 pub(super) fn validate_http(c: &Checker<'_>, h: RawHttp) -> Result<HttpSettings, ConfigError> {
@@ -315,6 +330,12 @@ pub(super) fn validate_http(c: &Checker<'_>, h: RawHttp) -> Result<HttpSettings,
         (None, true) => Some(("$.active".to_owned(), serde_json::Value::Bool(false))),
         (None, false) => None,
     };
+    if h.unassigned_users.is_some() && customers_from != CustomersFrom::Groups {
+        return Err(c.invalid(
+            "source.http.unassigned_users",
+            "is for customers_from: groups only (users name their customer otherwise)",
+        ));
+    }
     let group_members = h
         .group_members
         .unwrap_or_else(|| "$.members[*].value".to_owned());
@@ -359,5 +380,41 @@ pub(super) fn validate_http(c: &Checker<'_>, h: RawHttp) -> Result<HttpSettings,
         absent_when,
         group_members,
         user_id,
+        unassigned_absent: h.unassigned_users != Some(UnassignedUsers::Refuse),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, SourceSettings};
+
+    fn http(source: &str) -> Result<super::HttpSettings, String> {
+        let text = format!(
+            "platform:\n  emulator: {{ state: s.json }}\nsource:\n  http:\n{source}mapping:\n  customer: {{ external_id: $.id, name: $.name }}\n  user: {{ external_id: $.id, customer: customer, email: $.mail }}\n"
+        );
+        match Config::parse(&text, std::path::Path::new("conf/dirsync.yaml")) {
+            Ok(Config {
+                source: SourceSettings::Http(h),
+                ..
+            }) => Ok(*h),
+            Ok(_) => Err("not an HTTP source".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn users_in_no_group_are_absent_unless_refused_and_only_groups_take_the_key() {
+        let groups =
+            "    preset: scim\n    base_url: https://idp.example/scim/v2\n    customers: {}\n";
+        assert!(http(groups).unwrap().unassigned_absent);
+        let refuse = http(&format!("{groups}    unassigned_users: refuse\n")).unwrap();
+        assert!(!refuse.unassigned_absent);
+        let users_only =
+            http("    users: { url: https://hr.example/users }\n    unassigned_users: refuse\n")
+                .unwrap_err();
+        assert!(
+            users_only.contains("source.http.unassigned_users: is for customers_from: groups only"),
+            "{users_only}"
+        );
+    }
 }

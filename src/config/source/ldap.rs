@@ -1,6 +1,10 @@
-//! `source.ldap`: an LDAP or Active Directory tree: the connection, where
-//! users and customers sit, how users find their customer, and what marks
-//! an account disabled.
+//! `source.ldap`: an LDAP or Active Directory tree: the connection and how
+//! its certificate is trusted (`ca_file`, or `tls.pin_sha256`), where users
+//! and customers sit, how users find their customer (and what a user in
+//! none is: `unassigned_users`), what a continuation reference does
+//! (`references`), ranged retrieval (`range_size`), and what marks an
+//! account disabled. `kind` sets the defaults that differ between OpenLDAP
+//! and Active Directory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +38,15 @@ pub(in crate::config) struct RawLdap {
     read_deadline_secs: u64,
     #[serde(default = "default_page_size")]
     page_size: i32,
+    /// Active Directory: ask for multi-valued membership attributes this
+    /// many values at a time (ranged retrieval); unset: as the server gives.
+    range_size: Option<u32>,
+    #[serde(default)]
+    tls: RawLdapTls,
+    /// What a search result continuation reference means.
+    references: Option<References>,
+    /// A user that matches no customer entry: absent, or refused.
+    unassigned_users: Option<UnassignedUsers>,
     users: RawLdapUsers,
     customers: RawLdapCustomers,
     #[serde(default)]
@@ -45,6 +58,36 @@ pub(in crate::config) struct RawLdap {
 
 fn default_page_size() -> i32 {
     500
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdapTls {
+    /// SHA-256 of the server's DER certificate, hex, colons optional.
+    pin_sha256: Option<String>,
+}
+
+/// What a search result continuation reference (a part of the tree that
+/// another partition or server holds) does to the read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum References {
+    /// Leave what it points to out (logged, counted): the default for
+    /// Active Directory, where they name the other partitions of the forest.
+    Ignore,
+    /// Fail the read: the default for OpenLDAP, where one means part of
+    /// the tree lives elsewhere.
+    Fail,
+}
+
+/// A user that matches no customer entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum UnassignedUsers {
+    /// Not in the directory (the default for the ancestor and group strategies).
+    Absent,
+    /// A refused record (the default for the attribute strategy).
+    Refuse,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,8 +127,10 @@ struct RawLdapDisabled {
     filter: Option<String>,
 }
 
-/// Which server the LDAP source talks to: sets the default externalId
-/// attribute (`entryUUID` or `objectGUID`).
+/// Which server the LDAP source talks to: sets the externalId attribute read
+/// besides the mapping's (`entryUUID` or `objectGUID`), whether searches
+/// carry Active Directory's domain-scope control, and the default of
+/// `references` (fail on OpenLDAP, ignore on Active Directory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LdapKind {
@@ -124,6 +169,19 @@ pub struct LdapSettings {
     pub operation_timeout: Duration,
     pub read_deadline: Duration,
     pub page_size: i32,
+    /// Active Directory: values asked for per request when reading a
+    /// membership attribute in ranges; None: as many as the server gives.
+    pub range_size: Option<u32>,
+    /// `tls.pin_sha256`: accept exactly the certificate with this SHA-256
+    /// (of its DER), with no CA or name check; None: the CA roots.
+    pub pin_sha256: Option<[u8; 32]>,
+    /// Send Active Directory's domain-scope control with every search.
+    pub domain_scope: bool,
+    /// A search result continuation reference is left out (true) or fails
+    /// the read (false). A referral result always fails it.
+    pub ignore_references: bool,
+    /// A user matching no customer entry is absent (true) or refused (false).
+    pub unassigned_absent: bool,
     pub users_base: String,
     pub users_scope: LdapScope,
     pub users_filter: String,
@@ -192,6 +250,38 @@ pub(super) fn validate_ldap(c: &Checker<'_>, l: RawLdap) -> Result<LdapSettings,
     if l.page_size <= 0 {
         return Err(c.invalid("source.ldap.page_size", "must be at least 1"));
     }
+    let ad = l.kind == LdapKind::ActiveDirectory;
+    if let Some(n) = l.range_size {
+        if n == 0 {
+            return Err(c.invalid("source.ldap.range_size", "must be at least 1"));
+        }
+        if !ad {
+            return Err(c.invalid(
+                "source.ldap.range_size",
+                "is for kind: active_directory only (ranged retrieval is an Active Directory extension)",
+            ));
+        }
+    }
+    let pin_sha256 = match &l.tls.pin_sha256 {
+        None => None,
+        Some(pin) => {
+            let key = "source.ldap.tls.pin_sha256";
+            let bytes = parse_sha256(pin).map_err(|why| c.invalid(key, why))?;
+            if l.ca_file.is_some() {
+                return Err(c.invalid(
+                    key,
+                    "give ca_file or tls.pin_sha256, not both: a pinned certificate is accepted without its CA",
+                ));
+            }
+            if url.scheme() == "ldap" && l.allow_insecure {
+                return Err(c.invalid(
+                    key,
+                    "needs TLS, and allow_insecure: true with ldap:// turns it off: use ldaps://, or ldap:// without allow_insecure (StartTLS)",
+                ));
+            }
+            Some(bytes)
+        }
+    };
     let cust = l.customers;
     let (customers, default_filter) = match cust.strategy {
         CustomerStrategyKind::Ancestor => (
@@ -236,6 +326,14 @@ pub(super) fn validate_ldap(c: &Checker<'_>, l: RawLdap) -> Result<LdapSettings,
                 .map_err(|_| c.invalid(key, format!("not a valid LDAP filter: {f}")))?;
         }
     }
+    let ignore_references = match l.references {
+        Some(r) => r == References::Ignore,
+        None => ad,
+    };
+    let unassigned_absent = match l.unassigned_users {
+        Some(u) => u == UnassignedUsers::Absent,
+        None => !matches!(customers, CustomerStrategy::Attribute { .. }),
+    };
     Ok(LdapSettings {
         url,
         kind: l.kind,
@@ -246,6 +344,11 @@ pub(super) fn validate_ldap(c: &Checker<'_>, l: RawLdap) -> Result<LdapSettings,
         operation_timeout: Duration::from_secs(l.operation_timeout_secs.max(1)),
         read_deadline: Duration::from_secs(l.read_deadline_secs.max(1)),
         page_size: l.page_size,
+        range_size: l.range_size,
+        pin_sha256,
+        domain_scope: ad,
+        ignore_references,
+        unassigned_absent,
         users_base: c.non_empty("source.ldap.users.base", &l.users.base)?,
         users_scope: l.users.scope,
         users_filter: l
@@ -270,4 +373,133 @@ pub(super) fn validate_ldap(c: &Checker<'_>, l: RawLdap) -> Result<LdapSettings,
             .map(|(k, v)| (k.to_lowercase(), v))
             .collect(),
     })
+}
+
+/// A SHA-256 fingerprint in hex, with or without colons (or spaces), in
+/// either case: `AB:CD:...` as `openssl x509 -fingerprint -sha256` prints it.
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.chars().filter(|ch| !matches!(ch, ':' | ' ')).collect();
+    if let Some(bad) = hex.chars().find(|ch| !ch.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{bad:?} is not a hex digit: give the certificate's SHA-256 fingerprint as 64 hex digits, colons optional (openssl x509 -noout -fingerprint -sha256 -in cert.pem)"
+        ));
+    }
+    if hex.len() != 64 {
+        return Err(format!(
+            "a SHA-256 fingerprint has 64 hex digits (32 bytes), this one {}: give the certificate's SHA-256 fingerprint, not another hash (openssl x509 -noout -fingerprint -sha256 -in cert.pem)",
+            hex.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| format!("not hex: {e}"))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sha256;
+    use crate::config::{Config, SourceSettings};
+
+    fn ldap(extra: &str, url: &str, strategy: &str) -> Result<super::LdapSettings, String> {
+        let text = format!(
+            "platform:\n  emulator: {{ state: s.json }}\nsource:\n  ldap:\n    url: {url}\n{extra}    users: {{ base: 'dc=x' }}\n    customers: {{ strategy: {strategy}, base: 'dc=x', user_attribute: a, key_attribute: b }}\nmapping:\n  customer: {{ external_id: entryUUID, name: ou }}\n  user: {{ external_id: entryUUID, customer: customer, email: mail }}\n"
+        );
+        match Config::parse(&text, std::path::Path::new("conf/dirsync.yaml")) {
+            Ok(Config {
+                source: SourceSettings::Ldap(l),
+                ..
+            }) => Ok(*l),
+            Ok(_) => Err("not an LDAP source".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn references_and_unassigned_users_default_by_kind_and_strategy() {
+        let openldap = ldap("", "ldaps://h", "ancestor").unwrap();
+        assert!(!openldap.domain_scope && !openldap.ignore_references);
+        assert!(openldap.unassigned_absent, "ancestor: absent");
+        let ad = ldap("    kind: active_directory\n", "ldaps://h", "group").unwrap();
+        assert!(ad.domain_scope && ad.ignore_references && ad.unassigned_absent);
+        let attribute = ldap("", "ldaps://h", "attribute").unwrap();
+        assert!(!attribute.unassigned_absent, "attribute: refuse");
+        let explicit = ldap(
+            "    kind: active_directory\n    references: fail\n    unassigned_users: refuse\n",
+            "ldaps://h",
+            "group",
+        )
+        .unwrap();
+        assert!(explicit.domain_scope && !explicit.ignore_references);
+        assert!(!explicit.unassigned_absent);
+        let bad = ldap("    unassigned_users: delete\n", "ldaps://h", "group").unwrap_err();
+        assert!(bad.contains("source.ldap.unassigned_users"), "{bad}");
+    }
+
+    #[test]
+    fn a_pin_or_a_range_size_in_the_wrong_place_is_named() {
+        let pin = "ab".repeat(32);
+        let ok = ldap(
+            &format!("    tls: {{ pin_sha256: \"{pin}\" }}\n"),
+            "ldap://h",
+            "group",
+        )
+        .unwrap();
+        assert_eq!(ok.pin_sha256, Some([0xab; 32]));
+        let both = ldap(
+            &format!("    ca_file: ca.pem\n    tls: {{ pin_sha256: \"{pin}\" }}\n"),
+            "ldaps://h",
+            "group",
+        )
+        .unwrap_err();
+        assert!(
+            both.starts_with("conf/dirsync.yaml:")
+                && both.contains(
+                    "source.ldap.tls.pin_sha256: give ca_file or tls.pin_sha256, not both"
+                ),
+            "{both}"
+        );
+        let plain = ldap(
+            &format!("    allow_insecure: true\n    tls: {{ pin_sha256: \"{pin}\" }}\n"),
+            "ldap://h",
+            "group",
+        )
+        .unwrap_err();
+        assert!(
+            plain.contains("source.ldap.tls.pin_sha256: needs TLS"),
+            "{plain}"
+        );
+        let short = ldap("    tls: { pin_sha256: \"AB:CD\" }\n", "ldaps://h", "group").unwrap_err();
+        assert!(short.contains("64 hex digits"), "{short}");
+        let range = ldap("    range_size: 500\n", "ldaps://h", "group").unwrap_err();
+        assert!(
+            range.contains("source.ldap.range_size: is for kind: active_directory only"),
+            "{range}"
+        );
+        let ad = ldap(
+            "    kind: active_directory\n    range_size: 500\n",
+            "ldaps://h",
+            "group",
+        )
+        .unwrap();
+        assert_eq!(ad.range_size, Some(500));
+    }
+
+    #[test]
+    fn a_pin_is_hex_with_or_without_colons_in_either_case() {
+        let colons = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+        let plain = colons.replace(':', "").to_lowercase();
+        let a = parse_sha256(colons).unwrap();
+        assert_eq!(a, parse_sha256(&plain).unwrap());
+        assert_eq!(a[0], 0xab);
+        assert_eq!(a[31], 0x89);
+        assert!(parse_sha256(&plain[..40])
+            .unwrap_err()
+            .contains("64 hex digits"));
+        assert!(parse_sha256(&plain.replace('a', "g"))
+            .unwrap_err()
+            .contains("'g'"));
+    }
 }

@@ -8,7 +8,7 @@ mod ldap;
 
 use serde::Deserialize;
 
-pub use csv::CsvSettings;
+pub use csv::{AbsentRule, AbsentTest, CsvSettings};
 pub use http::{CustomersFrom, Endpoint, HttpAuth, HttpPreset, HttpSettings, Pagination};
 pub use ldap::{CustomerStrategy, DisabledRule, LdapKind, LdapScope, LdapSettings};
 

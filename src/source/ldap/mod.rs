@@ -1,20 +1,30 @@
 //! LDAP and Active Directory (ldap3): a TLS-only bind (LDAPS, or StartTLS
-//! on ldap://) with verification always on, paged searches (RFC 2696) read
-//! to the end, customers found by one of three strategies, and disabled
+//! on ldap://) with verification always on (`tls`), paged searches (RFC
+//! 2696) read to the end (`search`), ranged attributes read to the end
+//! (`range`), customers found by one of three strategies, and disabled
 //! accounts left out. Any result other than success ends the read as a
 //! failure, so a partial directory can never turn into deletes.
+
+mod dn;
+mod range;
+mod search;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::controls::{Control, ControlType, MakeCritical, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, SearchEntry};
 use secrecy::ExposeSecret;
 
 use super::SourceError;
-use crate::config::{CustomerStrategy, LdapKind, LdapScope, LdapSettings, Mapping};
+use crate::config::{CustomerStrategy, LdapKind, LdapSettings, Mapping};
 use crate::directory::{Origin, SourceRecord};
+
+pub use dn::normalize_dn;
+pub use range::parse_range;
+pub use search::DOMAIN_SCOPE_OID;
+pub use tls::{colon_hex, sha256};
 
 /// Why an LDAP read failed. Bind passwords never appear here.
 #[derive(Debug, thiserror::Error)]
@@ -25,72 +35,43 @@ pub enum LdapError {
     CaFile { path: String, detail: String },
     #[error("cannot connect to {url}: {detail}")]
     Connect { url: String, detail: String },
+    #[error("cannot connect to {url}: its certificate was refused: {reason}. It presented the certificate with SHA-256 fingerprint {fingerprint}; {hint}")]
+    Certificate {
+        url: String,
+        reason: String,
+        fingerprint: String,
+        hint: &'static str,
+    },
     #[error("bind as {dn} failed: {detail}")]
     Bind { dn: String, detail: String },
     #[error("bind password: {0}")]
     Password(#[from] crate::platform::AuthError),
     #[error("search of {base} failed: {detail}")]
     Search { base: String, detail: String },
+    #[error("search of {base} failed: {detail}: the server refuses pages of {page_size} entries; lower source.ldap.page_size to what it allows")]
+    PageSizeRefused {
+        base: String,
+        page_size: i32,
+        detail: String,
+    },
     #[error("search of {base} returned a referral ({refs}); referrals are not followed, so the directory would be incomplete")]
     Referral { base: String, refs: String },
+    #[error("search of {base} returned continuation references (referrals) to {refs}; they are not followed, so with source.ldap.references: fail (the default for kind: openldap) the directory would be incomplete. If what they point to is not part of the directory, set references: ignore")]
+    References { base: String, refs: String },
     #[error("search of {base}: the server did not return the paging control; the read would be incomplete")]
     NoPagingControl { base: String },
+    #[error("reading {attribute} of {dn} in ranges: {detail}; the read would be incomplete")]
+    Range {
+        dn: String,
+        attribute: String,
+        detail: String,
+    },
     #[error("the whole LDAP read took longer than its deadline of {0:?}")]
     Deadline(Duration),
 }
 
-/// The standard name of an LDAP result code, for messages.
-fn rc_name(rc: u32) -> &'static str {
-    match rc {
-        3 => "timeLimitExceeded",
-        4 => "sizeLimitExceeded",
-        10 => "referral",
-        11 => "adminLimitExceeded",
-        32 => "noSuchObject",
-        49 => "invalidCredentials",
-        50 => "insufficientAccessRights",
-        51 => "busy",
-        52 => "unavailable",
-        _ => "error",
-    }
-}
-
-/// TLS settings for rustls: the system roots plus an optional CA file;
-/// certificate and host name verification always on.
-fn tls_config(settings: &LdapSettings) -> Result<Arc<rustls::ClientConfig>, LdapError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &settings.ca_file {
-        let ca_err = |detail: String| LdapError::CaFile {
-            path: path.display().to_string(),
-            detail,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("no PEM certificate in it".to_owned()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| LdapError::Connect {
-            url: settings.url.to_string(),
-            detail: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
+const HINT_ROOTS: &str = "if that is the server's own certificate (compare it out of band, e.g. `openssl x509 -noout -fingerprint -sha256 -in cert.pem` on the server), set source.ldap.tls.pin_sha256 to it to accept exactly that certificate, or give the CA that issued it in source.ldap.ca_file";
+const HINT_PIN: &str = "if the server's certificate was replaced (compare it out of band, e.g. `openssl x509 -noout -fingerprint -sha256 -in cert.pem` on the server), set source.ldap.tls.pin_sha256 to the new fingerprint";
 
 /// Connects (TLS first, then the bind) and returns the handle.
 async fn connect(settings: &LdapSettings) -> Result<Ldap, LdapError> {
@@ -100,16 +81,38 @@ async fn connect(settings: &LdapSettings) -> Result<Ldap, LdapError> {
     if !ldaps && !starttls {
         tracing::warn!(%url, "LDAP without TLS: allow_insecure is set; the bind password crosses the network in clear.");
     }
+    let (config, verifier) = tls::tls_config(settings)?;
     let conn_settings = LdapConnSettings::new()
         .set_conn_timeout(settings.connect_timeout)
         .set_starttls(starttls)
-        .set_config(tls_config(settings)?);
-    let (conn, mut ldap) = LdapConnAsync::from_url_with_settings(conn_settings, &settings.url)
-        .await
-        .map_err(|e| LdapError::Connect {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
+        .set_config(config);
+    let connected = LdapConnAsync::from_url_with_settings(conn_settings, &settings.url).await;
+    let (conn, mut ldap) = match connected {
+        Ok(pair) => pair,
+        Err(e) => {
+            return Err(match verifier.presented() {
+                Some(tls::Presented {
+                    fingerprint,
+                    refused: Some(reason),
+                }) => LdapError::Certificate {
+                    url,
+                    reason,
+                    fingerprint: fingerprint
+                        .map(|f| colon_hex(&f))
+                        .unwrap_or_else(|| "(not computable)".to_owned()),
+                    hint: if verifier.pinned().is_some() {
+                        HINT_PIN
+                    } else {
+                        HINT_ROOTS
+                    },
+                },
+                _ => LdapError::Connect {
+                    url,
+                    detail: e.to_string(),
+                },
+            })
+        }
+    };
     ldap3::drive!(conn);
     if let Some((dn, password)) = &settings.bind {
         let password = password.read()?;
@@ -124,96 +127,16 @@ async fn connect(settings: &LdapSettings) -> Result<Ldap, LdapError> {
         if result.rc != 0 {
             return Err(LdapError::Bind {
                 dn: dn.clone(),
-                detail: format!("{} ({}) {}", rc_name(result.rc), result.rc, result.text),
+                detail: format!(
+                    "{} ({}) {}",
+                    search::rc_name(result.rc),
+                    result.rc,
+                    result.text
+                ),
             });
         }
     }
     Ok(ldap)
-}
-
-fn scope(s: LdapScope) -> Scope {
-    match s {
-        LdapScope::Base => Scope::Base,
-        LdapScope::One => Scope::OneLevel,
-        LdapScope::Sub => Scope::Subtree,
-    }
-}
-
-/// A paged search read to its end. Success on every page, or an error.
-async fn paged_search(
-    ldap: &mut Ldap,
-    settings: &LdapSettings,
-    base: &str,
-    search_scope: LdapScope,
-    filter: &str,
-    attrs: &[String],
-) -> Result<Vec<SearchEntry>, LdapError> {
-    let mut entries = Vec::new();
-    let mut cookie: Vec<u8> = Vec::new();
-    let search_err = |detail: String| LdapError::Search {
-        base: base.to_owned(),
-        detail,
-    };
-    loop {
-        let control = PagedResults {
-            size: settings.page_size,
-            cookie: cookie.clone(),
-        }
-        .critical();
-        let result = ldap
-            .with_controls(control)
-            .with_timeout(settings.operation_timeout)
-            .search(base, scope(search_scope), filter, attrs)
-            .await
-            .map_err(|e| search_err(e.to_string()))?;
-        let (page, outcome) = (result.0, result.1);
-        if outcome.rc == 10 || !outcome.refs.is_empty() {
-            return Err(LdapError::Referral {
-                base: base.to_owned(),
-                refs: outcome.refs.join(", "),
-            });
-        }
-        if outcome.rc != 0 {
-            return Err(search_err(format!(
-                "{} ({}){}",
-                rc_name(outcome.rc),
-                outcome.rc,
-                if outcome.text.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", outcome.text)
-                }
-            )));
-        }
-        for entry in page {
-            if entry.is_ref() {
-                return Err(LdapError::Referral {
-                    base: base.to_owned(),
-                    refs: "a search result reference".to_owned(),
-                });
-            }
-            if entry.is_intermediate() {
-                continue;
-            }
-            entries.push(SearchEntry::construct(entry));
-        }
-        let paging = outcome
-            .ctrls
-            .iter()
-            .find_map(|Control(kind, raw)| match kind {
-                Some(ControlType::PagedResults) => Some(raw.parse::<PagedResults>()),
-                _ => None,
-            });
-        match paging {
-            None => {
-                return Err(LdapError::NoPagingControl {
-                    base: base.to_owned(),
-                })
-            }
-            Some(p) if p.cookie.is_empty() => return Ok(entries),
-            Some(p) => cookie = p.cookie,
-        }
-    }
 }
 
 /// Active Directory's `objectGUID` (16 bytes, the first three fields little
@@ -233,44 +156,6 @@ pub fn ad_account_disabled(user_account_control: &str) -> bool {
         .trim()
         .parse::<i64>()
         .is_ok_and(|v| v & 0x2 != 0)
-}
-
-/// A DN in a form that compares equal however it was written: RDNs trimmed
-/// of the spaces around `,` `=` and `+`, attribute types and values
-/// lowercased (the attributes used in DNs here match case-insensitively).
-pub fn normalize_dn(dn: &str) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = String::new();
-    let mut escaped = false;
-    for ch in dn.chars() {
-        if escaped {
-            current.push(ch);
-            escaped = false;
-        } else if ch == '\\' {
-            current.push(ch);
-            escaped = true;
-        } else if ch == ',' || ch == ';' {
-            parts.push(std::mem::take(&mut current));
-        } else {
-            current.push(ch);
-        }
-    }
-    parts.push(current);
-    parts
-        .iter()
-        .map(|rdn| {
-            rdn.split('+')
-                .map(|ava| match ava.split_once('=') {
-                    Some((t, v)) => {
-                        format!("{}={}", t.trim().to_lowercase(), v.trim().to_lowercase())
-                    }
-                    None => ava.trim().to_lowercase(),
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Attributes of an entry by lowercased name: text values, and binary ones
@@ -361,10 +246,19 @@ fn wanted(keys: &[String], extra: &[&str]) -> Vec<String> {
     out
 }
 
+/// How a membership attribute is asked for: plainly, or with `range_size`
+/// (Active Directory), its first range.
+fn membership_request(settings: &LdapSettings, attribute: &str) -> String {
+    match settings.range_size {
+        Some(_) => range::range_request(attribute, 0, settings.range_size),
+        None => attribute.to_owned(),
+    }
+}
+
 /// Reads customers and users from the directory server as source records:
 /// customer records, and user records whose `mapping.user.customer` key holds
-/// the customer's externalId (or a problem when it matches no customer, or
-/// several).
+/// the customer's externalId (or a problem when it matches several, or none
+/// with `unassigned_users: refuse`).
 pub async fn read_records(
     settings: &LdapSettings,
     mapping: &Mapping,
@@ -376,11 +270,21 @@ pub async fn read_records(
     }
 }
 
+struct CustomerEntry {
+    /// As the server wrote it, for messages.
+    dn: String,
+    /// Normalised, for comparing.
+    key: String,
+    attrs: Attrs,
+    external_id: Option<String>,
+}
+
 async fn read_records_inner(
     settings: &LdapSettings,
     mapping: &Mapping,
 ) -> Result<(Vec<SourceRecord>, Vec<SourceRecord>), LdapError> {
     let mut ldap = connect(settings).await?;
+    let mut tally = search::Tally::default();
     let prefer = &settings.prefer_suffix;
     let id_attr = match settings.kind {
         LdapKind::Openldap => "entryUUID",
@@ -389,7 +293,7 @@ async fn read_records_inner(
 
     // Customers.
     let customer_keys = super::mapping::customer_keys(mapping);
-    let mut customer_extra = vec![id_attr];
+    let mut customer_extra = vec![id_attr.to_owned()];
     let (key_attribute, member_attribute) = match &settings.customers {
         CustomerStrategy::Attribute { key_attribute, .. } => (Some(key_attribute.as_str()), None),
         CustomerStrategy::Group {
@@ -398,114 +302,174 @@ async fn read_records_inner(
         } => (None, Some(member_attribute.as_str())),
         _ => (None, None),
     };
-    customer_extra.extend(key_attribute);
-    customer_extra.extend(member_attribute);
-    let customer_entries = paged_search(
+    customer_extra.extend(key_attribute.map(str::to_owned));
+    customer_extra.extend(member_attribute.map(|m| membership_request(settings, m)));
+    let customer_extra: Vec<&str> = customer_extra.iter().map(String::as_str).collect();
+    let mut customer_entries = search::paged_search(
         &mut ldap,
         settings,
         &settings.customers_base,
         settings.customers_scope,
         &settings.customers_filter,
         &wanted(&customer_keys, &customer_extra),
+        &mut tally,
     )
     .await?;
+    range::complete_ranges(&mut ldap, settings, &mut customer_entries, &mut tally).await?;
 
-    struct CustomerEntry {
-        dn: String,
-        attrs: Attrs,
-        external_id: Option<String>,
-    }
     let customers: Vec<CustomerEntry> = customer_entries
         .iter()
         .map(|e| {
             let attrs = Attrs::of(e);
             CustomerEntry {
-                dn: normalize_dn(&e.dn),
+                dn: e.dn.clone(),
+                key: normalize_dn(&e.dn),
                 external_id: attrs.one(&mapping.customer.external_id, prefer),
                 attrs,
             }
         })
         .collect();
-    let customer_records: Vec<SourceRecord> = customer_entries
+    let customer_records: Vec<SourceRecord> = customers
         .iter()
-        .zip(&customers)
-        .map(|(e, c)| record(&e.dn, &c.attrs, &shared(&customer_keys), prefer))
+        .map(|c| record(&c.dn, &c.attrs, &shared(&customer_keys), prefer))
         .collect();
 
     // Users.
     let mut user_keys = super::mapping::user_keys(mapping, false);
     user_keys.retain(|k| *k != mapping.user.customer);
-    let mut user_extra = vec![id_attr];
+    let mut user_extra = vec![id_attr.to_owned()];
     if settings.disabled.ad_account_disable {
-        user_extra.push("userAccountControl");
+        user_extra.push("userAccountControl".to_owned());
     }
     if let Some(a) = &settings.disabled.attribute_present {
-        user_extra.push(a);
+        user_extra.push(a.clone());
     }
     match &settings.customers {
-        CustomerStrategy::Attribute { user_attribute, .. } => user_extra.push(user_attribute),
+        CustomerStrategy::Attribute { user_attribute, .. } => {
+            user_extra.push(user_attribute.clone())
+        }
         CustomerStrategy::Group {
             use_member_of: true,
             ..
-        } => user_extra.push("memberOf"),
+        } => user_extra.push(membership_request(settings, "memberOf")),
         _ => {}
     }
+    let user_extra: Vec<&str> = user_extra.iter().map(String::as_str).collect();
     let filter = match &settings.disabled.filter {
         Some(disabled) => format!("(&{}(!{}))", settings.users_filter, disabled),
         None => settings.users_filter.clone(),
     };
-    let user_entries = paged_search(
+    let mut user_entries = search::paged_search(
         &mut ldap,
         settings,
         &settings.users_base,
         settings.users_scope,
         &filter,
         &wanted(&user_keys, &user_extra),
+        &mut tally,
     )
     .await?;
+    range::complete_ranges(&mut ldap, settings, &mut user_entries, &mut tally).await?;
     let _ = ldap.unbind().await;
 
+    let users = place_users(
+        settings,
+        mapping,
+        &customers,
+        &user_entries,
+        member_attribute,
+        &user_keys,
+    );
+    tracing::info!(
+        customers = customer_records.len(),
+        users = users.records.len(),
+        skipped_disabled = users.disabled,
+        unassigned_absent = users.unassigned,
+        references_ignored = tally.references_ignored,
+        range_requests = tally.range_requests,
+        "LDAP read complete."
+    );
+    Ok((customer_records, users.records))
+}
+
+/// The user records of a read, and what was left out.
+struct Placed {
+    records: Vec<SourceRecord>,
+    /// Disabled accounts (absent).
+    disabled: usize,
+    /// Users in no customer, absent by `unassigned_users: absent`.
+    unassigned: usize,
+}
+
+/// Each enabled user with its customer's externalId, or the problem that
+/// refuses it.
+fn place_users(
+    settings: &LdapSettings,
+    mapping: &Mapping,
+    customers: &[CustomerEntry],
+    user_entries: &[SearchEntry],
+    member_attribute: Option<&str>,
+    user_keys: &[String],
+) -> Placed {
+    let prefer = &settings.prefer_suffix;
     // Group strategy, member side: member DN -> group indexes.
     let mut groups_of_member: HashMap<String, Vec<usize>> = HashMap::new();
     if let Some(member_attribute) = member_attribute {
         for (i, c) in customers.iter().enumerate() {
             for m in c.attrs.all(member_attribute) {
-                groups_of_member.entry(normalize_dn(m)).or_default().push(i);
+                let groups = groups_of_member.entry(normalize_dn(m)).or_default();
+                // A member listed twice (in two spellings) is one membership.
+                if !groups.contains(&i) {
+                    groups.push(i);
+                }
             }
         }
     }
     let customer_by_dn: HashMap<&str, usize> = customers
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.dn.as_str(), i))
+        .map(|(i, c)| (c.key.as_str(), i))
         .collect();
 
-    let shared_user_keys = shared(&user_keys);
+    let shared_user_keys = shared(user_keys);
     let customer_key: Arc<str> = Arc::from(mapping.user.customer.as_str());
-    let mut user_records = Vec::with_capacity(user_entries.len());
-    for entry in &user_entries {
+    let mut placed = Placed {
+        records: Vec::with_capacity(user_entries.len()),
+        disabled: 0,
+        unassigned: 0,
+    };
+    for entry in user_entries {
         let attrs = Attrs::of(entry);
-        if settings.disabled.ad_account_disable
+        let disabled_by_uac = settings.disabled.ad_account_disable
             && attrs
                 .all("userAccountControl")
                 .iter()
-                .any(|v| ad_account_disabled(v))
-        {
+                .any(|v| ad_account_disabled(v));
+        let disabled_by_attribute = settings
+            .disabled
+            .attribute_present
+            .as_ref()
+            .is_some_and(|a| {
+                !attrs.all(a).is_empty() || attrs.binary.contains_key(&a.to_lowercase())
+            });
+        if disabled_by_uac || disabled_by_attribute {
+            placed.disabled += 1;
             continue;
         }
-        if let Some(a) = &settings.disabled.attribute_present {
-            if !attrs.all(a).is_empty() || attrs.binary.contains_key(&a.to_lowercase()) {
-                continue;
+        let mut matches: Vec<usize> = match &settings.customers {
+            CustomerStrategy::Ancestor => {
+                let dn = normalize_dn(&entry.dn);
+                customers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| {
+                        dn.len() > c.key.len()
+                            && dn.ends_with(&c.key)
+                            && dn[..dn.len() - c.key.len()].ends_with(',')
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
             }
-        }
-        let dn = normalize_dn(&entry.dn);
-        let matches: Vec<usize> = match &settings.customers {
-            CustomerStrategy::Ancestor => customers
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| dn.ends_with(&format!(",{}", c.dn)))
-                .map(|(i, _)| i)
-                .collect(),
             CustomerStrategy::Attribute {
                 user_attribute,
                 key_attribute,
@@ -530,7 +494,10 @@ async fn read_records_inner(
             CustomerStrategy::Group {
                 use_member_of: false,
                 ..
-            } => groups_of_member.get(&dn).cloned().unwrap_or_default(),
+            } => groups_of_member
+                .get(&normalize_dn(&entry.dn))
+                .cloned()
+                .unwrap_or_default(),
             CustomerStrategy::Group {
                 use_member_of: true,
                 ..
@@ -540,6 +507,8 @@ async fn read_records_inner(
                 .filter_map(|g| customer_by_dn.get(normalize_dn(g).as_str()).copied())
                 .collect(),
         };
+        matches.sort_unstable();
+        matches.dedup();
         let mut rec = record(&entry.dn, &attrs, &shared_user_keys, prefer);
         match matches.as_slice() {
             [one] => match &customers[*one].external_id {
@@ -553,6 +522,11 @@ async fn read_records_inner(
                     ))
                 }
             },
+            [] if settings.unassigned_absent => {
+                tracing::debug!(dn = %entry.dn, "In no customer: absent from the directory (unassigned_users: absent).");
+                placed.unassigned += 1;
+                continue;
+            }
             [] => rec.problem = Some("matches no customer entry".to_owned()),
             several => {
                 let dns: Vec<&str> = several.iter().map(|i| customers[*i].dn.as_str()).collect();
@@ -563,15 +537,9 @@ async fn read_records_inner(
                 ))
             }
         }
-        user_records.push(rec);
+        placed.records.push(rec);
     }
-    tracing::info!(
-        customers = customer_records.len(),
-        users = user_records.len(),
-        skipped_disabled = user_entries.len() - user_records.len(),
-        "LDAP read complete."
-    );
-    Ok((customer_records, user_records))
+    placed
 }
 
 #[cfg(test)]
@@ -599,17 +567,5 @@ mod tests {
         assert!(!ad_account_disabled("512"));
         assert!(!ad_account_disabled("66048"));
         assert!(!ad_account_disabled("not a number"));
-    }
-
-    #[test]
-    fn dns_compare_however_they_are_written() {
-        assert_eq!(
-            normalize_dn("uid=Ann, OU=Acme ,dc=Example, dc=com"),
-            normalize_dn("uid=ann,ou=acme,dc=example,dc=com")
-        );
-        assert_eq!(
-            normalize_dn("cn=Smith\\, John,dc=x"),
-            "cn=smith\\, john,dc=x"
-        );
     }
 }
