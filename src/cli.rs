@@ -44,8 +44,15 @@ pub enum Command {
     /// Validate a config file without touching the network or the source.
     /// Secrets are named in the config, not read: a run reads them when it connects.
     CheckConfig(ConfigArg),
+    /// Check both sides before trusting a config: connect to the platform,
+    /// check the token, resolve the role names, read the source and show
+    /// counts and sample records. Sends no mutation. Exit 0 or 1.
+    Test(ConfigArg),
     /// Serve a local stand-in for the platform's GraphQL API.
     Emulator(EmulatorArgs),
+    /// Write the man pages and shell completions the package ships into DIR.
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +144,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             run_reconcile(&args.config.config, args.output, mode).await
         }
+        Command::Test(args) => {
+            let config = Config::load(&args.config)?;
+            let report = crate::connection_test::test_config(&config).await;
+            write_stdout(&report.text);
+            Ok(if report.ok {
+                report::exit::OK
+            } else {
+                report::exit::ERROR
+            })
+        }
         Command::CheckConfig(args) => {
             Config::load(&args.config)?;
             write_stdout(&format!(
@@ -150,6 +167,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(report::exit::OK)
         }
         Command::Emulator(args) => run_emulator(args).await,
+        Command::GenerateAssets { dir } => {
+            for file in daemon::assets::generate(&dir)? {
+                write_stdout(&format!("{}\n", file.display()));
+            }
+            Ok(report::exit::OK)
+        }
     }
 }
 
@@ -172,10 +195,23 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
     let cancel = CancellationToken::new();
     let signals =
         stop_on_signals(cancel.clone()).context("cannot listen for SIGTERM and SIGINT")?;
-    let connection = Connection::open(&config.platform).await?;
+    // metrics.textfile: this run, added to the counters of the runs before.
+    let textfile = daemon::textfile::SyncMetrics::start(&config, mode);
+    let connection = match Connection::open(&config.platform).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(t) = textfile {
+                t.failed(&e);
+            }
+            return Err(e.into());
+        }
+    };
     let progress = ApplyProgress::default();
     let result = reconcile_cancellable(&config, &connection, mode, &progress, &cancel).await;
     progress.finish();
+    if let Some(t) = textfile {
+        t.finish(&result, cancel.is_cancelled());
+    }
     connection.close().await?;
     let outcome = match result {
         Err(e) if e.is_interrupted() => {

@@ -192,13 +192,8 @@ impl Progress for ApplyProgress {
     fn finished(&self, report: &OperationReport) {
         match self.bar.get() {
             Some(Some(bar)) => bar.inc(1),
-            _ => tracing::info!(
-                action = report.operation.action(),
-                kind = report.operation.kind(),
-                external_id = report.operation.external_id(),
-                outcome = report.outcome.label(),
-                "Operation done."
-            ),
+            // The same line as the daemon's (action, externalId, who, outcome).
+            _ => crate::daemon::logging::log_operation(report),
         }
     }
 }

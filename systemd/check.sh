@@ -6,6 +6,10 @@
 #   2. systemd-analyze security --offline=yes on each service: the overall
 #      exposure must be MAX_EXPOSURE or lower.
 # Neither needs a running systemd (there is none in CI's container).
+# verify also runs man(1) on every page a unit's Documentation= names:
+# dirsync's own come from the binary (`generate-assets`, built here with
+# cargo unless DIRSYNC_MAN_DIR names a folder that holds man1/), and go
+# first on MANPATH.
 set -euo pipefail
 cd "$(dirname "$0")"
 MAX_EXPOSURE=1.5
@@ -30,6 +34,16 @@ for program in dirsync kill; do
   install -m 0755 /bin/true "$root/usr/bin/$program"
 done
 cp "${UNITS[@]}" "$root/etc/systemd/system/"
+
+command -v man >/dev/null || {
+  echo "systemd/check.sh: man is missing (Debian package: man-db)" >&2; exit 1; }
+man_dir=${DIRSYNC_MAN_DIR:-}
+if [ -z "$man_dir" ]; then
+  cargo run --quiet --locked -- generate-assets "$root/assets" >/dev/null
+  man_dir="$root/assets/man"
+fi
+# A trailing colon: the system's pages (systemd.exec(5)) after ours.
+export MANPATH="$man_dir:"
 
 # verify prints nothing for clean units; any line (an unknown key, a bad
 # value, a missing program) is a failure, whatever its exit code.

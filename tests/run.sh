@@ -16,8 +16,12 @@ need_root() {
 # System packages the tests use: a real OpenLDAP server and its tools for
 # the LDAP source's tests (tests/it/slapd.rs starts its own slapd), and
 # systemd for systemd-analyze, which checks the unit files (systemd/check.sh;
-# no running systemd is needed).
-PACKAGES=(slapd ldap-utils systemd)
+# no running systemd is needed); man-db, for the man pages the units name
+# and the package ships (systemd/check.sh, tests/it/packaging.rs,
+# tests/package.sh); dpkg-dev, for the package's library dependencies
+# (dpkg-shlibdeps, which cargo-deb runs); mount and util-linux (unshare) for
+# the journal tests (tests/it/daemon.rs), which give dirsync a /run of its own.
+PACKAGES=(slapd ldap-utils systemd man-db dpkg-dev mount util-linux)
 # A Samba Active Directory DC for the Active Directory tests
 # (tests/it/samba.rs provisions its own into a temp dir and runs it in a
 # network namespace of its own, so it needs root): Samba, ldbadd (ldb-tools),
@@ -52,3 +56,5 @@ bash systemd/check.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+# Last, as it installs the package on this machine (and removes it again).
+bash tests/package.sh

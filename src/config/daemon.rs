@@ -1,6 +1,6 @@
 //! The daemon's settings: `schedule:` (when `dirsync run` reconciles),
-//! `metrics:` (the Prometheus endpoint and health check) and where the state
-//! directory defaults to.
+//! `metrics:` (the Prometheus endpoint and health check, and the textfile
+//! for node_exporter) and where the state directory defaults to.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -41,9 +41,12 @@ fn default_stop_timeout() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
-    listen: String,
+    #[serde(default)]
+    listen: Option<String>,
     #[serde(default = "default_health_max_age")]
     health_max_age_secs: u64,
+    #[serde(default)]
+    textfile: Option<PathBuf>,
 }
 
 fn default_health_max_age() -> u64 {
@@ -64,12 +67,17 @@ pub struct ScheduleSettings {
     pub stop_timeout: Duration,
 }
 
-/// The Prometheus endpoint and the health check.
+/// The Prometheus endpoint and the health check, and the textfile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsSettings {
-    pub listen: SocketAddr,
+    /// Where `dirsync run` serves `/metrics` and `/healthz`; None: not served.
+    pub listen: Option<SocketAddr>,
     /// `/healthz` fails when the last successful run is older than this.
     pub health_max_age: Duration,
+    /// A file for node_exporter's textfile collector (`*.prom`), written
+    /// atomically by `dirsync run` after each run and by each `dirsync
+    /// sync` that applies; relative to the config file's folder.
+    pub textfile: Option<PathBuf>,
 }
 
 /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first when it lists
@@ -109,21 +117,49 @@ pub(super) fn validate_metrics(
     c: &Checker<'_>,
     m: &RawMetrics,
 ) -> Result<MetricsSettings, ConfigError> {
-    let listen = m.listen.trim().parse().map_err(|_| {
-        c.invalid(
-            "metrics.listen",
-            format!(
-                "must be an address and a port, such as 127.0.0.1:9187 or [::1]:9187, not {:?}",
-                m.listen
-            ),
-        )
-    })?;
+    let listen = m
+        .listen
+        .as_deref()
+        .map(|listen| {
+            listen.trim().parse().map_err(|_| {
+                c.invalid(
+                    "metrics.listen",
+                    format!(
+                        "must be an address and a port, such as 127.0.0.1:9187 or [::1]:9187, not {listen:?}"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
     if m.health_max_age_secs == 0 {
         return Err(c.invalid("metrics.health_max_age_secs", "must be at least 1"));
+    }
+    let textfile = m
+        .textfile
+        .as_deref()
+        .map(|file| {
+            if file.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(c.invalid(
+                    "metrics.textfile",
+                    format!(
+                        "must name a file ending in .prom (node_exporter's textfile collector reads only those), not {:?}",
+                        file.display().to_string()
+                    ),
+                ));
+            }
+            Ok(resolve_against(c.path, file))
+        })
+        .transpose()?;
+    if listen.is_none() && textfile.is_none() {
+        return Err(c.invalid(
+            "metrics",
+            "needs listen (serve /metrics), textfile (write a .prom file for node_exporter), or both",
+        ));
     }
     Ok(MetricsSettings {
         listen,
         health_max_age: Duration::from_secs(m.health_max_age_secs),
+        textfile,
     })
 }
 
@@ -169,9 +205,28 @@ mod daemon_settings_tests {
         assert_eq!(
             c.metrics,
             Some(MetricsSettings {
-                listen: "127.0.0.1:9187".parse().unwrap(),
+                listen: Some("127.0.0.1:9187".parse().unwrap()),
                 health_max_age: Duration::from_secs(3600),
+                textfile: None,
             })
+        );
+    }
+
+    #[test]
+    fn a_textfile_alone_is_enough_and_is_read_beside_the_config() {
+        let text = format!("{MINIMAL}metrics:\n  textfile: metrics/dirsync.prom\n");
+        let m = parse(&text).unwrap().metrics.unwrap();
+        assert_eq!(m.listen, None);
+        assert_eq!(
+            m.textfile.as_deref(),
+            Some(Path::new("conf/metrics/dirsync.prom"))
+        );
+        let text = format!(
+            "{MINIMAL}metrics:\n  textfile: /var/lib/node_exporter/textfile/dirsync.prom\n"
+        );
+        assert_eq!(
+            parse(&text).unwrap().metrics.unwrap().textfile.as_deref(),
+            Some(Path::new("/var/lib/node_exporter/textfile/dirsync.prom"))
         );
     }
 
@@ -207,6 +262,16 @@ mod daemon_settings_tests {
                 "metrics:\n  listen: 127.0.0.1:0\n  health_max_age_secs: 0\n",
                 "metrics.health_max_age_secs",
                 "at least 1",
+            ),
+            (
+                "metrics:\n  textfile: /var/lib/node_exporter/dirsync.txt\n",
+                "metrics.textfile",
+                "ending in .prom",
+            ),
+            (
+                "metrics:\n  health_max_age_secs: 60\n",
+                "metrics",
+                "needs listen",
             ),
         ] {
             let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err();

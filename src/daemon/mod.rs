@@ -9,12 +9,15 @@
 //! [`Event`]s from a channel, which is how its tests run on tokio's paused
 //! clock with a scripted job.
 
+pub mod assets;
 pub mod clock;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
 pub mod schedule;
+pub mod textfile;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,9 +31,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::Quiet;
 use crate::config::{Config, ConfigError, ScheduleSettings};
 use crate::run::{reconcile_cancellable, Connection, Mode, RunError};
+use logging::OperationLog;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use lock::{LockError, StateLock};
@@ -85,6 +88,8 @@ pub enum Event {
 pub struct Reloaded {
     pub schedule: ScheduleSettings,
     pub health_max_age: Option<Duration>,
+    /// `metrics.textfile` (None: no file).
+    pub textfile: Option<PathBuf>,
 }
 
 /// The work the schedule drives.
@@ -103,6 +108,8 @@ pub struct LoopContext {
     pub metrics: Arc<Metrics>,
     /// Send `WATCHDOG=1` this often.
     pub watchdog: Option<Duration>,
+    /// `metrics.textfile`: written at start, after each run and at the end.
+    pub textfile: Option<PathBuf>,
 }
 
 /// When the next run is due: the cron time, and that plus the jitter.
@@ -167,6 +174,7 @@ pub async fn run_schedule<J: Job>(
         s.due_after(now)
     };
     s.announce_next();
+    s.write_textfile();
     s.ctx.notifier.ready(&s.status_line());
     let mut watchdog = s.ctx.watchdog.map(|period| {
         let mut i = tokio::time::interval(period);
@@ -243,6 +251,15 @@ impl<J: Job> Scheduler<J> {
         Some(Due { cron, wake })
     }
 
+    /// node_exporter's textfile, when configured; a failure is a warning.
+    fn write_textfile(&self) {
+        if let Some(path) = &self.ctx.textfile {
+            if let Err(e) = self.ctx.metrics.write_textfile(path) {
+                tracing::warn!(error = %e, "Cannot write the metrics textfile (metrics.textfile): {e}");
+            }
+        }
+    }
+
     fn announce_next(&self) {
         self.ctx.metrics.set_next_run(self.next.map(|d| d.wake));
         match self.next {
@@ -296,7 +313,8 @@ impl<J: Job> Scheduler<J> {
             self.ctx.metrics.tick_skipped(SkipReason::AuthBackoff);
             tracing::warn!(
                 paused_until = %stamp(until),
-                "Skipping this run: authentication failed earlier; waiting for a reload (SIGHUP) or the end of the back-off."
+                "Skipping this run: authentication failed earlier; waiting for a reload (SIGHUP) or the end of the back-off at {}.",
+                stamp(until)
             );
         } else {
             if self.auth_paused_until.take().is_some() {
@@ -332,6 +350,7 @@ impl<J: Job> Scheduler<J> {
         let ended = self.ctx.clock.now();
         let duration = run.started_instant.elapsed();
         self.ctx.metrics.run_finished(ended, duration, &outcome);
+        self.write_textfile();
         log_summary(&outcome, duration);
         if outcome.auth_failed {
             let until = ended
@@ -344,7 +363,8 @@ impl<J: Job> Scheduler<J> {
             self.ctx.metrics.set_auth_backoff(true);
             tracing::error!(
                 paused_until = %stamp(until),
-                "Authentication failed: no run until the configuration is reloaded (systemctl reload dirsync) or the back-off passes."
+                "Authentication failed: no run until the configuration is reloaded (systemctl reload dirsync) or the back-off passes at {}.",
+                stamp(until)
             );
         }
         self.last = Some(format!(
@@ -367,6 +387,7 @@ impl<J: Job> Scheduler<J> {
         match result {
             Ok(r) => {
                 self.schedule = r.schedule;
+                self.ctx.textfile = r.textfile;
                 if let Some(age) = r.health_max_age {
                     self.ctx.metrics.set_health_max_age(age);
                 }
@@ -380,7 +401,7 @@ impl<J: Job> Scheduler<J> {
             }
             Err(e) => {
                 self.ctx.metrics.reload_failed();
-                tracing::error!(error = %e, "Configuration reload failed; still running on the previous configuration.");
+                tracing::error!(error = %e, "Configuration reload failed; still running on the previous configuration: {e}");
                 self.ctx.notifier.status(&format!(
                     "Reload failed, running on the previous configuration: {e}; {}",
                     self.status_line()
@@ -395,6 +416,7 @@ impl<J: Job> Scheduler<J> {
         self.shutdown.cancel();
         self.ctx.metrics.set_next_run(None);
         let Some(mut run) = self.running.take() else {
+            self.write_textfile();
             self.ctx.notifier.stopping("Stopping.");
             tracing::info!("Shutting down.");
             return;
@@ -421,7 +443,8 @@ impl<J: Job> Scheduler<J> {
                 () = &mut deadline => {
                     tracing::warn!(
                         timeout_secs = limit.as_secs(),
-                        "The run did not end in time; leaving it. The next run converges."
+                        "The run did not end within {} s; leaving it. The next run converges.",
+                        limit.as_secs()
                     );
                     break;
                 }
@@ -439,9 +462,23 @@ impl<J: Job> Scheduler<J> {
     }
 }
 
-/// The one summary line per run.
+/// The one summary line per run. Its message is whole in itself (the
+/// journal shows the message; the fields are there to search by). A blocked
+/// run also gets a line per safety limit that held it, naming the limit.
 fn log_summary(o: &RunOutcome, duration: Duration) {
+    for b in &o.blocked {
+        tracing::warn!(
+            limit = b.label,
+            reason = %b.text,
+            "Run blocked by a safety limit ({}): {}",
+            b.label,
+            b.text
+        );
+    }
     let a = |k: &str| o.counts.actions.get(k).copied().unwrap_or(0);
+    let limits: Vec<&str> = o.blocked.iter().map(|b| b.label).collect();
+    let limits = limits.join(",");
+    let described = format!("{} in {:.1} s", o.describe(), duration.as_secs_f64());
     macro_rules! summary {
         ($level:ident, $msg:literal) => {
             tracing::$level!(
@@ -458,7 +495,10 @@ fn log_summary(o: &RunOutcome, duration: Duration) {
                 throttled = o.counts.throttled,
                 duration_ms = duration.as_millis() as u64,
                 error = o.error.as_deref().unwrap_or(""),
-                $msg
+                blocked_by = limits.as_str(),
+                "{} {}",
+                $msg,
+                described
             )
         };
     }
@@ -498,7 +538,7 @@ impl Job for ReconcileJob {
             } else {
                 None
             };
-            let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
+            let listen = |c: &Config| c.metrics.as_ref().and_then(|m| m.listen);
             if listen(&config) != listen(&self.config) {
                 tracing::warn!("metrics.listen changed: the metrics endpoint moves only on a restart.");
             }
@@ -508,10 +548,12 @@ impl Job for ReconcileJob {
                 self.lock = lock;
             }
             let health_max_age = config.metrics.as_ref().map(|m| m.health_max_age);
+            let textfile = config.metrics.as_ref().and_then(|m| m.textfile.clone());
             self.config = Arc::new(config);
             Ok(Reloaded {
                 schedule,
                 health_max_age,
+                textfile,
             })
         }
         .boxed()
@@ -528,9 +570,9 @@ async fn one_run(config: &Config, cancel: &CancellationToken) -> RunOutcome {
     let mode = Mode::Apply {
         allow_deletes: false,
     };
-    let result = reconcile_cancellable(config, &connection, mode, &Quiet, cancel).await;
+    let result = reconcile_cancellable(config, &connection, mode, &OperationLog, cancel).await;
     if let Err(e) = connection.close().await {
-        tracing::warn!(error = %e, "Cannot stop the built-in emulator cleanly.");
+        tracing::warn!(error = %e, "Cannot stop the built-in emulator cleanly: {e}");
     }
     match result {
         Ok(r) => RunOutcome::from_reconcile(&r, cancel.is_cancelled()),
@@ -546,7 +588,7 @@ async fn preflight(config: &Config) -> Result<(), DaemonError> {
         .map_err(|error| DaemonError::Preflight { error })?;
     let who = connection.client.authenticated_user().await;
     if let Err(e) = connection.close().await {
-        tracing::warn!(error = %e, "Cannot stop the built-in emulator cleanly.");
+        tracing::warn!(error = %e, "Cannot stop the built-in emulator cleanly: {e}");
     }
     who.map_err(|e| DaemonError::Preflight { error: e.into() })?;
     tracing::info!("Preflight against the platform succeeded.");
@@ -660,18 +702,18 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         .unwrap_or(Duration::from_secs(3600));
     let metrics = Arc::new(Metrics::new(clock.now(), health_max_age));
     let stop_serving = CancellationToken::new();
-    let server = match &config.metrics {
-        Some(m) => {
-            let listener = tokio::net::TcpListener::bind(m.listen)
+    let server = match config.metrics.as_ref().and_then(|m| m.listen) {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|error| DaemonError::Metrics {
-                    addr: m.listen,
+                    addr: listen,
                     error,
                 })?;
             let address = listener
                 .local_addr()
                 .map_err(|error| DaemonError::Metrics {
-                    addr: m.listen,
+                    addr: listen,
                     error,
                 })?;
             tracing::info!(address = %address, "Serving metrics on /metrics and the health check on /healthz.");
@@ -682,7 +724,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             );
             Some(tokio::spawn(async move {
                 if let Err(e) = metrics::serve(listener, metrics, clock, stop).await {
-                    tracing::error!(error = %e, "The metrics endpoint stopped.");
+                    tracing::error!(error = %e, "The metrics endpoint stopped: {e}");
                 }
             }))
         }
@@ -694,6 +736,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     } else {
         None
     };
+    let textfile = config.metrics.as_ref().and_then(|m| m.textfile.clone());
     let job = ReconcileJob {
         path: path.to_path_buf(),
         config: Arc::new(config),
@@ -704,6 +747,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         notifier,
         metrics,
         watchdog,
+        textfile,
     };
     run_schedule(job, schedule, ctx, &mut events).await;
     stop_serving.cancel();

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::apply::Outcome;
+use crate::guard::BlockReason;
+use crate::plan::{Operation, Scope};
 use crate::report;
 use crate::run::{Reconcile, RunError};
 
@@ -43,6 +45,47 @@ impl RunResult {
     }
 }
 
+/// The `reason` label of a blocked run: which safety limit held the plan.
+pub fn block_label(reason: &BlockReason) -> &'static str {
+    match reason {
+        BlockReason::EmptySource => "empty_source",
+        BlockReason::Shrink { .. } => "shrink",
+        BlockReason::UserDeleteBudget { .. } => "user_delete_budget",
+        BlockReason::CustomerDeleteBudget { .. } => "customer_delete_budget",
+        BlockReason::DeletesWithheld { .. } => "deletes_withheld",
+    }
+}
+
+/// Every [`block_label`], so that each series exists (at 0) from the start.
+pub const BLOCK_LABELS: [&str; 5] = [
+    "empty_source",
+    "shrink",
+    "user_delete_budget",
+    "customer_delete_budget",
+    "deletes_withheld",
+];
+
+/// One safety limit that blocked a run: its label and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub label: &'static str,
+    pub text: String,
+}
+
+/// The sizes a plan saw, and what the platform holds after the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Customers and users the source gave.
+    pub source_customers: usize,
+    pub source_users: usize,
+    /// Managed customers and users on the platform after the run: what the
+    /// run read, plus what it created or adopted, less what it deleted.
+    pub managed_customers: usize,
+    pub managed_users: usize,
+    /// Records the source or the mapping refused.
+    pub refused: usize,
+}
+
 /// Operation outcomes by kind, action and outcome.
 pub type OutcomeCounts = BTreeMap<(&'static str, &'static str, &'static str), u64>;
 
@@ -59,6 +102,8 @@ pub struct RunCounts {
     pub conflicts: usize,
     pub requests: u64,
     pub throttled: u64,
+    /// None when the run made no plan (it failed or was stopped before).
+    pub sizes: Option<Sizes>,
 }
 
 /// One run's outcome.
@@ -72,6 +117,8 @@ pub struct RunOutcome {
     /// The platform refused the credentials: stop mutating until a reload
     /// or the back-off passes.
     pub auth_failed: bool,
+    /// The safety limits that blocked the plan (empty unless `Blocked`).
+    pub blocked: Vec<Blocked>,
 }
 
 impl RunOutcome {
@@ -87,6 +134,7 @@ impl RunOutcome {
             conflicts: r.plan.conflicts.len(),
             requests: r.requests.sent,
             throttled: r.requests.throttled,
+            sizes: Some(sizes_after(r)),
             ..RunCounts::default()
         };
         for op in &r.plan.operations {
@@ -130,6 +178,14 @@ impl RunOutcome {
             counts,
             error,
             auth_failed,
+            blocked: r
+                .blocked
+                .iter()
+                .map(|b| Blocked {
+                    label: block_label(b),
+                    text: b.to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -144,6 +200,7 @@ impl RunOutcome {
             counts: RunCounts::default(),
             error: Some(e.to_string()),
             auth_failed: e.is_auth(),
+            blocked: Vec::new(),
         }
     }
 
@@ -154,6 +211,7 @@ impl RunOutcome {
             counts: RunCounts::default(),
             error: Some(why.to_owned()),
             auth_failed: false,
+            blocked: Vec::new(),
         }
     }
 
@@ -180,11 +238,53 @@ impl RunOutcome {
         if self.counts.drift > 0 {
             let _ = write!(s, "; {} drift", self.counts.drift);
         }
+        if let Some(first) = self.blocked.first() {
+            let labels: Vec<&str> = self.blocked.iter().map(|b| b.label).collect();
+            let _ = write!(s, " (blocked by {}: {})", labels.join(", "), first.text);
+        }
         if self.result == RunResult::Failed {
             if let Some(e) = &self.error {
                 let _ = write!(s, " ({e})");
             }
         }
         s
+    }
+}
+
+/// What the plan saw, moved on by what the apply did: creates and adoptions
+/// that succeeded add a managed record, deletes take one away (a customer
+/// delete takes its users too).
+fn sizes_after(r: &Reconcile) -> Sizes {
+    let Scope {
+        managed_customers,
+        managed_users,
+        directory_customers,
+        directory_users,
+    } = r.plan.scope;
+    let mut customers = managed_customers as i64;
+    let mut users = managed_users as i64;
+    for op in r.report.iter().flat_map(|rep| &rep.operations) {
+        if !op.outcome.succeeded() {
+            continue;
+        }
+        match &op.operation {
+            Operation::CreateCustomer(_) | Operation::AdoptCustomer { .. } => customers += 1,
+            Operation::CreateUser(_) | Operation::AdoptUser { .. } => users += 1,
+            Operation::DeleteUser { .. } => users -= 1,
+            Operation::DeleteCustomer { users: held, .. } => {
+                customers -= 1;
+                users -= *held as i64;
+            }
+            Operation::UpdateCustomer { .. }
+            | Operation::UpdateUser { .. }
+            | Operation::RecreateUser { .. } => {}
+        }
+    }
+    Sizes {
+        source_customers: directory_customers,
+        source_users: directory_users,
+        managed_customers: customers.max(0) as usize,
+        managed_users: users.max(0) as usize,
+        refused: r.plan.refused.len(),
     }
 }

@@ -3,7 +3,6 @@
 //! shutdown, jitter and the watchdog. Sleeps here advance virtual time.
 
 use std::collections::VecDeque;
-use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
 use super::outcome::RunCounts;
@@ -29,6 +28,7 @@ fn ok() -> RunOutcome {
         counts: RunCounts::default(),
         error: None,
         auth_failed: false,
+        blocked: Vec::new(),
     }
 }
 
@@ -38,6 +38,7 @@ fn failed(auth: bool) -> RunOutcome {
         counts: RunCounts::default(),
         error: Some("platform: HTTP 401".to_owned()),
         auth_failed: auth,
+        blocked: Vec::new(),
     }
 }
 
@@ -120,6 +121,7 @@ impl Job for FakeJob {
                 Some(schedule) => Ok(Reloaded {
                     schedule,
                     health_max_age: None,
+                    textfile: None,
                 }),
                 None => Err(DaemonError::NoSchedule {
                     path: PathBuf::from("broken.yaml"),
@@ -168,6 +170,7 @@ fn start_on(
         notifier: Arc::new(notifier),
         metrics: Arc::clone(&metrics),
         watchdog,
+        textfile: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let job = job.clone();
@@ -336,7 +339,7 @@ async fn other_failures_are_counted_and_retried_at_the_next_tick() {
     assert_eq!(h.metrics.skipped(SkipReason::AuthBackoff), 0);
     let text = h.metrics.render();
     assert!(
-        text.contains("dirsync_last_success_timestamp_seconds 1709546521\n"),
+        text.contains("dirsync_last_success_timestamp_seconds 1709546521.0\n"),
         "{text}"
     );
     stop(h).await;
@@ -478,24 +481,17 @@ async fn jitter_delays_each_run_within_its_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn systemd_hears_ready_status_watchdog_and_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket.set_nonblocking(true).unwrap();
+    let (notifier, sent) = Notifier::recorder();
     let job = FakeJob::new(clock(), vec![step(2, ok())]);
     let h = start_with_watchdog(
         &job,
         settings("0 * * * *", true),
-        Notifier::to_socket(path.to_str().unwrap()),
+        notifier,
         Some(Duration::from_secs(10)),
     );
     until(&h, "2024-03-04T10:01:05Z").await;
     stop(h).await;
-    let mut messages = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = socket.recv(&mut buf) {
-        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    let messages = sent.lock().unwrap().clone();
     assert!(
         messages[0].starts_with("READY=1\nSTATUS=Idle; next run 2024-03-04T10:00:30Z"),
         "{messages:?}"
@@ -506,11 +502,11 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
         )),
         "{messages:?}"
     );
-    let pings = messages.iter().filter(|m| *m == "WATCHDOG=1").count();
+    let pings = messages.iter().filter(|m| *m == "WATCHDOG=1\n").count();
     assert!(pings >= 4, "every 10 s for 35 s: {messages:?}");
     assert_eq!(
         messages.last().map(String::as_str),
-        Some("STOPPING=1\nSTATUS=Stopping."),
+        Some("STOPPING=1\nSTATUS=Stopping.\n"),
         "{messages:?}"
     );
 }

@@ -479,3 +479,45 @@ fn a_closed_stdout_does_not_panic() {
         );
     }
 }
+
+#[test]
+fn dirsync_test_checks_both_sides_and_changes_nothing() {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    let state = dir.path().join(".dirsync-state/emulator.json");
+    let out = dirsync(&["test", "-c", c], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for expected in [
+        "+ platform: the token works, signed in as",
+        "+ platform: every role the mapping names exists",
+        "+ source: ",
+        "    user ",
+        "Nothing was changed.",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    let before = std::fs::read(&state).ok();
+    // A sync would create everything; the test sent no mutation.
+    let plan = dirsync(&["plan", "-c", c], dir.path());
+    assert_eq!(plan.status.code(), Some(2), "{}", stdout(&plan));
+    assert_eq!(std::fs::read(&state).ok(), before);
+
+    // A role the platform does not have: exit 1, the source still checked.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = config.with_file_name("bad-role.yaml");
+    std::fs::write(
+        &bad,
+        text.replacen("    default: Member", "    default: Overlord", 1),
+    )
+    .unwrap();
+    let out = dirsync(&["test", "-c", bad.to_str().unwrap()], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("x platform: ") && text.contains("Overlord"),
+        "{text}"
+    );
+    assert!(text.contains("+ source: "), "{text}");
+    assert!(text.contains("FAILED"), "{text}");
+}

@@ -4,6 +4,14 @@
 //! one-shot sync, the metrics endpoint, and the order secrets are read in.
 //! Also, in-process: a cancelled apply skips what has not started.
 //!
+//! The operator's view: one log line per operation and a blocked run's
+//! limit; the metrics (build info, every series at 0 before the first run,
+//! sizes, block reasons) and the textfile for node_exporter, from `run` and
+//! from `sync`; the journal, with a datagram socket standing in for it at
+//! `/run/systemd/journal/socket` in a mount namespace of the child's own
+//! (priorities, fields, no secret; standard error when it is missing or
+//! `JOURNAL_STREAM` names another stream); `WATCHDOG=1`.
+//!
 //! Every wait polls with a deadline; nothing sleeps to wait.
 
 use std::io::{BufRead, BufReader};
@@ -748,4 +756,607 @@ fn a_failed_preflight_exits_1_naming_its_cause_once() {
     );
     assert_eq!(err.matches("checking the token").count(), 1, "{err}");
     assert!(!err.contains("AuthenticatedUser"), "{err}");
+}
+
+// ------------------------------------------------- the operator's view
+
+/// The JSON log lines (`--log-json`) whose message contains `needle`.
+fn json_lines(logs: &str, needle: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The value of `series` (a whole series name with its labels) in a page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn metrics_page(address: &str) -> String {
+    reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("the metrics endpoint answers")
+        .text()
+        .await
+        .expect("a page")
+}
+
+/// Polls `/metrics` until `series` has a value for which `want` holds.
+async fn wait_for_sample(
+    daemon: &Daemon,
+    address: &str,
+    series: &str,
+    want: impl Fn(f64) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let page = metrics_page(address).await;
+        if sample(&page, series).is_some_and(&want) {
+            return page;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{series} never as wanted; last page:\n{page}\nlogs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_logs_one_line_per_operation_and_a_blocked_run_names_its_limit() {
+    let emu = spawn_emulator(&[]);
+    let setup = Setup::new(&emu.url, 6, EVERY_SECOND);
+    let mut daemon = Daemon::start(setup.dir.path(), setup.config());
+    daemon.expect_ready();
+    daemon.expect_log("Run finished.");
+
+    // One line per operation: 3 customers and 6 users created.
+    let created = json_lines(&daemon.logs(), "create user ");
+    assert_eq!(created.len(), 6, "{}", daemon.logs());
+    let u0 = created
+        .iter()
+        .find(|l| l["fields"]["external_id"] == "u0")
+        .expect("a line for u0");
+    assert_eq!(u0["level"], "INFO");
+    assert_eq!(
+        u0["fields"]["message"],
+        "create user u0 <user0@x.example> of c0: applied"
+    );
+    for (field, value) in [
+        ("action", "create"),
+        ("kind", "user"),
+        ("email", "user0@x.example"),
+        ("customer", "c0"),
+        ("outcome", "applied"),
+    ] {
+        assert_eq!(u0["fields"][field], value, "{u0}");
+    }
+    let c1 = json_lines(&daemon.logs(), "create customer c1 ");
+    assert_eq!(c1.len(), 1, "{}", daemon.logs());
+    assert_eq!(c1[0]["fields"]["name"], "c1");
+
+    // One user leaves: 1 of 6 is over the default budget (10 %), so the run
+    // is blocked, and the log names the limit.
+    let address = daemon.metrics_address();
+    setup.write_users(5, "");
+    let blocked = daemon.expect_log("Run blocked by a safety limit");
+    let json: serde_json::Value = serde_json::from_str(&blocked).unwrap();
+    assert_eq!(json["level"], "WARN");
+    assert_eq!(json["fields"]["limit"], "user_delete_budget");
+    assert!(
+        json["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(user_delete_budget): 1 user deletes of 6 managed users reach the budget"),
+        "{json}"
+    );
+    let summary = daemon.expect_log("\"blocked_by\":\"user_delete_budget\"");
+    assert!(
+        summary.contains("Run finished with problems. blocked"),
+        "{summary}"
+    );
+    let page = wait_for_sample(
+        &daemon,
+        &address,
+        "dirsync_runs_blocked_total{reason=\"user_delete_budget\"}",
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&page, "dirsync_runs_blocked_total{reason=\"shrink\"}"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "dirsync_managed_users"), Some(6.0), "{page}");
+    assert_eq!(
+        sample(&page, "dirsync_managed_customers"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "dirsync_source_users"), Some(5.0), "{page}");
+    assert_eq!(
+        sample(&page, "dirsync_refused_records"),
+        Some(0.0),
+        "{page}"
+    );
+
+    // A wider budget, reloaded: the delete goes through, and says who it was.
+    let text = Setup::config_text(&emu.url, EVERY_SECOND)
+        + "policy:\n  delete_users: { max_count: 10, max_percent: 50 }\n";
+    std::fs::write(setup.path(setup.config()), text).unwrap();
+    daemon.signal(Signal::HUP);
+    let deleted = daemon.expect_log("delete user u5 ");
+    let json: serde_json::Value = serde_json::from_str(&deleted).unwrap();
+    assert_eq!(
+        json["fields"]["message"], "delete user u5 <user5@x.example> of c2: applied",
+        "{json}"
+    );
+    assert_eq!(json["fields"]["action"], "delete");
+    assert_eq!(json["fields"]["external_id"], "u5");
+    assert_eq!(json["fields"]["email"], "user5@x.example");
+    let page = wait_for_sample(&daemon, &address, "dirsync_managed_users", |v| v == 5.0).await;
+    assert_eq!(
+        sample(
+            &page,
+            "dirsync_operations_total{kind=\"user\",action=\"delete\",outcome=\"applied\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.logs());
+    assert!(!daemon.logs().contains(TOKEN), "the token was logged");
+}
+
+#[tokio::test]
+async fn before_the_first_run_every_series_is_there_at_zero_and_the_textfile_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = spawn_emulator(&[]);
+    // Once a year, not at start: no run while the test looks.
+    let setup = Setup::new(&emu.url, 3, "  cron: \"0 0 1 1 *\"");
+    let text = std::fs::read_to_string(setup.path(setup.config()))
+        .unwrap()
+        .replace(
+            "  listen: 127.0.0.1:0\n",
+            "  listen: 127.0.0.1:0\n  textfile: textfile/dirsync.prom\n",
+        );
+    std::fs::write(setup.path(setup.config()), text).unwrap();
+    std::fs::create_dir(setup.path("textfile")).unwrap();
+    let mut daemon = Daemon::start(setup.dir.path(), setup.config());
+    daemon.expect_ready();
+    let page = metrics_page(&daemon.metrics_address()).await;
+    assert_eq!(
+        sample(
+            &page,
+            &format!(
+                "dirsync_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    for (kind, actions) in [
+        ("customer", &["create", "update", "adopt", "delete"][..]),
+        (
+            "user",
+            &["create", "update", "adopt", "recreate", "delete"][..],
+        ),
+    ] {
+        for action in actions {
+            for outcome in ["applied", "alreadyDone", "failed", "skipped"] {
+                let series = format!(
+                    "dirsync_operations_total{{kind=\"{kind}\",action=\"{action}\",outcome=\"{outcome}\"}}"
+                );
+                assert_eq!(sample(&page, &series), Some(0.0), "{series} in\n{page}");
+            }
+        }
+    }
+    for result in ["ok", "partial", "blocked", "failed", "interrupted"] {
+        let series = format!("dirsync_runs_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series} in\n{page}");
+    }
+    for reason in [
+        "empty_source",
+        "shrink",
+        "user_delete_budget",
+        "customer_delete_budget",
+        "deletes_withheld",
+    ] {
+        let series = format!("dirsync_runs_blocked_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series} in\n{page}");
+    }
+    assert!(
+        page.contains("# TYPE dirsync_runs_total counter\n"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("dirsync_managed_users"),
+        "no sizes before a plan: {page}"
+    );
+    assert!(sample(&page, "dirsync_next_run_timestamp_seconds").is_some());
+
+    // The same series in the textfile, for node_exporter: readable by it,
+    // and no temporary file left beside it.
+    let file = setup.path("textfile/dirsync.prom");
+    let written = std::fs::read_to_string(&file).expect("the textfile at start");
+    assert_eq!(
+        sample(&written, "dirsync_runs_total{result=\"ok\"}"),
+        Some(0.0),
+        "{written}"
+    );
+    assert!(written.contains("dirsync_build_info{"), "{written}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let names: Vec<_> = std::fs::read_dir(setup.path("textfile"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["dirsync.prom"]);
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.logs());
+}
+
+#[tokio::test]
+async fn each_sync_replaces_the_textfile_whole_and_its_counters_add_up_across_runs() {
+    use std::os::unix::fs::MetadataExt;
+    let emu = spawn_emulator(&[]);
+    let setup = Setup::new(&emu.url, 6, ONCE);
+    let text = std::fs::read_to_string(setup.path(setup.config()))
+        .unwrap()
+        .replace("  listen: 127.0.0.1:0\n", "  textfile: dirsync.prom\n");
+    std::fs::write(setup.path(setup.config()), text).unwrap();
+    let file = setup.path("dirsync.prom");
+
+    let sync = |args: &[&str]| {
+        let mut all = vec!["sync", "-c", setup.config()];
+        all.extend_from_slice(args);
+        dirsync(&all, setup.dir.path())
+    };
+    let plan = dirsync(&["plan", "-c", setup.config()], setup.dir.path());
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(!file.exists(), "a plan is not a run the metrics count");
+
+    assert_eq!(sync(&[]).status.code(), Some(0));
+    let first = std::fs::read_to_string(&file).unwrap();
+    let first_inode = std::fs::metadata(&file).unwrap().ino();
+    assert_eq!(
+        sample(&first, "dirsync_runs_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&first, "dirsync_managed_users"),
+        Some(6.0),
+        "{first}"
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "dirsync_operations_total{kind=\"user\",action=\"create\",outcome=\"applied\"}"
+        ),
+        Some(6.0)
+    );
+    assert!(sample(&first, "dirsync_last_success_timestamp_seconds").is_some());
+
+    // Blocked: one of six users leaves (over the 10 % budget).
+    setup.write_users(5, "");
+    assert_eq!(sync(&[]).status.code(), Some(3));
+    let second = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(
+        std::fs::metadata(&file).unwrap().ino(),
+        first_inode,
+        "renamed over, never rewritten in place"
+    );
+    for (series, value) in [
+        ("dirsync_runs_total{result=\"ok\"}", 1.0),
+        ("dirsync_runs_total{result=\"blocked\"}", 1.0),
+        (
+            "dirsync_runs_blocked_total{reason=\"user_delete_budget\"}",
+            1.0,
+        ),
+        (
+            "dirsync_operations_total{kind=\"user\",action=\"create\",outcome=\"applied\"}",
+            6.0,
+        ),
+        ("dirsync_source_users", 5.0),
+    ] {
+        assert_eq!(
+            sample(&second, series),
+            Some(value),
+            "{series} in\n{second}"
+        );
+    }
+    assert_eq!(
+        sample(&second, "dirsync_last_success_timestamp_seconds"),
+        sample(&first, "dirsync_last_success_timestamp_seconds"),
+        "a blocked run is no success: the last one is remembered"
+    );
+
+    assert_eq!(sync(&["--allow-deletes"]).status.code(), Some(0));
+    let third = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        sample(&third, "dirsync_runs_total{result=\"ok\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&third, "dirsync_managed_users"),
+        Some(5.0),
+        "{third}"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("dirsync") && n != "dirsync.yaml")
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dirsync.prom"], "no temporary file left");
+}
+
+// ----------------------------------------------------------- the journal
+
+/// A stand-in for the journal: a datagram socket at
+/// `ROOT/systemd/journal/socket`, which a child sees as
+/// `/run/systemd/journal/socket` (the path tracing-journald writes to) when
+/// started by [`in_own_run`]. Entries are read as they come (the socket's
+/// queue is short, and a full queue would stall the sender).
+struct FakeJournal {
+    root: tempfile::TempDir,
+    entries: Arc<Mutex<Vec<std::collections::BTreeMap<String, String>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeJournal {
+    /// With the socket bound (`listening`), or only the folder (no journal).
+    fn new(listening: bool) -> FakeJournal {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("systemd/journal");
+        std::fs::create_dir_all(&dir).unwrap();
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = listening.then(|| {
+            let socket = UnixDatagram::bind(dir.join("socket")).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let (entries, stop) = (Arc::clone(&entries), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(n) => entries.lock().unwrap().push(parse_entry(&buf[..n])),
+                        Err(_) if stop.load(std::sync::atomic::Ordering::SeqCst) => break,
+                        Err(_) => {}
+                    }
+                }
+            })
+        });
+        FakeJournal {
+            root,
+            entries,
+            stop,
+            reader,
+        }
+    }
+
+    /// Everything received, once the sender is done.
+    fn finish(mut self) -> Vec<std::collections::BTreeMap<String, String>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        std::mem::take(&mut *self.entries.lock().unwrap())
+    }
+}
+
+/// The journal's native format: `KEY=value\n`, or `KEY\n`, a little-endian
+/// 64-bit length, the value and `\n` for values with newlines.
+fn parse_entry(mut data: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    while !data.is_empty() {
+        let line_end = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+        let line = &data[..line_end];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            fields.insert(text(&line[..eq]), text(&line[eq + 1..]));
+            data = &data[(line_end + 1).min(data.len())..];
+        } else {
+            let key = text(line);
+            let rest = &data[line_end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            fields.insert(key, text(&rest[8..8 + len]));
+            data = &rest[(8 + len + 1).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+fn message(entry: &std::collections::BTreeMap<String, String>) -> &str {
+    entry.get("MESSAGE").map_or("", String::as_str)
+}
+
+fn find_tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is missing (Debian packages util-linux and mount)"))
+}
+
+/// `dirsync ARGS` in a mount namespace of its own where `/run` is
+/// `journal.root`, with standard error a file that `$JOURNAL_STREAM` names
+/// (as systemd sets it), or names something else when `matching` is false.
+fn in_own_run(
+    journal: &FakeJournal,
+    matching: bool,
+    args: &[&str],
+    dir: &Path,
+) -> (Output, String) {
+    use std::os::unix::fs::MetadataExt;
+    let stderr_path = journal.root.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let stream = if matching {
+        format!("{}:{}", meta.dev(), meta.ino())
+    } else {
+        format!("{}:{}", meta.dev(), meta.ino() + 1)
+    };
+    let out = Command::new(find_tool("unshare"))
+        .args(["--map-root-user", "--mount", "--"])
+        .arg(find_tool("sh"))
+        .args([
+            "-c",
+            "mount --bind \"$1\" /run && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(journal.root.path())
+        .arg(env!("CARGO_BIN_EXE_dirsync"))
+        .args(args)
+        .current_dir(dir)
+        .env("DIRSYNC_LOG", "info")
+        .env("JOURNAL_STREAM", stream)
+        .env(TOKEN_VAR, TOKEN)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stderr(stderr)
+        .output()
+        .expect("unshare runs (a mount namespace of its own)");
+    let logged = std::fs::read_to_string(&stderr_path).unwrap();
+    (out, logged)
+}
+
+#[tokio::test]
+async fn under_the_journal_each_line_has_its_priority_and_fields_and_no_secret() {
+    let emu = spawn_emulator(&[]);
+    let setup = Setup::new(&emu.url, 6, ONCE);
+    let journal = FakeJournal::new(true);
+    // --allow-deletes: a warning on every run, whatever else happens.
+    let (out, stderr) = in_own_run(
+        &journal,
+        true,
+        &["sync", "--allow-deletes", "-c", setup.config()],
+        setup.dir.path(),
+    );
+    let entries = journal.finish();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let shown = format!("{entries:?}");
+    assert!(!shown.contains(TOKEN), "the token reached the journal");
+    assert!(
+        !stderr.contains(" INFO ") && !stderr.contains(" WARN "),
+        "the log lines went to the journal, not standard error: {stderr}"
+    );
+    let warning = entries
+        .iter()
+        .find(|e| message(e).contains("delete budgets are LIFTED"))
+        .unwrap_or_else(|| panic!("no --allow-deletes warning in {entries:#?}"));
+    assert_eq!(warning["PRIORITY"], "4");
+    assert_eq!(warning["SYSLOG_IDENTIFIER"], "dirsync");
+    let created = entries
+        .iter()
+        .find(|e| e.get("DIRSYNC_EXTERNAL_ID").map(String::as_str) == Some("u3"))
+        .unwrap_or_else(|| panic!("no line for u3 in {entries:#?}"));
+    assert_eq!(created["PRIORITY"], "6");
+    assert_eq!(
+        created["MESSAGE"],
+        "create user u3 <user3@x.example> of c0: applied"
+    );
+    assert_eq!(created["DIRSYNC_ACTION"], "create");
+    assert_eq!(created["DIRSYNC_EMAIL"], "user3@x.example");
+    assert_eq!(created["DIRSYNC_OUTCOME"], "applied");
+    let summary = entries
+        .iter()
+        .find(|e| message(e).starts_with("Run finished."))
+        .unwrap_or_else(|| panic!("no summary in {entries:#?}"));
+    assert_eq!(summary["PRIORITY"], "6");
+}
+
+#[tokio::test]
+async fn without_the_journal_or_with_another_stream_the_logs_stay_on_stderr() {
+    let emu = spawn_emulator(&[]);
+    let setup = Setup::new(&emu.url, 2, ONCE);
+    // JOURNAL_STREAM names standard error, but no journal listens.
+    let journal = FakeJournal::new(false);
+    let (out, stderr) = in_own_run(
+        &journal,
+        true,
+        &["plan", "-c", setup.config()],
+        setup.dir.path(),
+    );
+    journal.finish();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the journal's socket cannot be reached (")
+            && stderr.contains("): logging to standard error"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Run finished."), "{stderr}");
+    assert!(!stderr.contains(TOKEN));
+
+    // A journal listens, but JOURNAL_STREAM names another stream (a variable
+    // inherited by a process whose standard error went elsewhere).
+    let journal = FakeJournal::new(true);
+    let (out, stderr) = in_own_run(
+        &journal,
+        false,
+        &["plan", "-c", setup.config()],
+        setup.dir.path(),
+    );
+    let entries = journal.finish();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Run finished."), "{stderr}");
+    assert!(!stderr.contains("journal's socket"), "{stderr}");
+    assert!(entries.is_empty(), "nothing for the journal: {entries:#?}");
+}
+
+#[test]
+fn with_watchdog_usec_set_systemd_hears_watchdog_1_until_stopped() {
+    let emu = spawn_emulator(&[]);
+    let setup = Setup::new(&emu.url, 1, "  cron: \"0 0 1 1 *\"");
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket_path = socket_dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let child = bin()
+        .args(["run", "-c", setup.config()])
+        .current_dir(setup.dir.path())
+        .env("DIRSYNC_LOG", "warn")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .env(TOKEN_VAR, TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails before it stops it.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(child);
+    let start = Instant::now();
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    let mut pings = 0;
+    while pings < 3 {
+        assert!(start.elapsed() < DEADLINE, "no WATCHDOG=1: {seen:?}");
+        if let Ok(n) = socket.recv(&mut buf) {
+            let m = text(&buf[..n]);
+            if m.lines().any(|l| l == "WATCHDOG=1") {
+                pings += 1;
+            }
+            seen.push(m);
+        }
+    }
+    assert!(seen[0].starts_with("READY=1\n"), "{seen:?}");
+    signal(child.0.id(), Signal::TERM);
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
