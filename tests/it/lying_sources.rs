@@ -85,20 +85,7 @@ fn binary_setup(csv_settings: &str) -> tempfile::TempDir {
 
 /// Managed customer users in the emulator's state file: externalId -> name.
 fn stored_users(dir: &Path) -> std::collections::BTreeMap<String, String> {
-    let text = std::fs::read_to_string(dir.join("emulator.json")).unwrap();
-    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
-    state["users"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|u| !u["customerId"].is_null())
-        .filter_map(|u| {
-            Some((
-                u["externalId"].as_str()?.to_owned(),
-                u["name"].as_str()?.to_owned(),
-            ))
-        })
-        .collect()
+    stored_users_by(dir, "name")
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! inactive rows planned as users, line numbers one too low in CRLF files and
 //! after blank lines, a duplicate externalId naming the header line.
 
+use crate::support::stored_users_by;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -111,20 +112,7 @@ fn refused(json: &Value) -> Vec<String> {
 
 /// Managed customer users in the emulator's state file: externalId -> email.
 fn stored_users(dir: &Path) -> std::collections::BTreeMap<String, String> {
-    let text = std::fs::read_to_string(dir.join("emulator.json")).unwrap();
-    let state: Value = serde_json::from_str(&text).unwrap();
-    state["users"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|u| !u["customerId"].is_null())
-        .filter_map(|u| {
-            Some((
-                u["externalId"].as_str()?.to_owned(),
-                u["email"].as_str()?.to_owned(),
-            ))
-        })
-        .collect()
+    stored_users_by(dir, "email")
 }
 
 /// The BambooHR-style export: BOM, CRLF, a quoted newline (lines 3-4), a

@@ -228,3 +228,25 @@ pub fn spawn_emulator(extra: &[&str]) -> EmulatorProcess {
         .expect("the emulator prints its URL within 20 s");
     EmulatorProcess { child, url }
 }
+
+/// Managed customer users in an emulator state file (`emulator.json` in
+/// `dir`): externalId -> the value of `field` (`name`, `email`, ...).
+pub fn stored_users_by(
+    dir: &std::path::Path,
+    field: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("emulator.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["users"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|u| !u["customerId"].is_null())
+        .filter_map(|u| {
+            Some((
+                u["externalId"].as_str()?.to_owned(),
+                u[field].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
