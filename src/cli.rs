@@ -9,10 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::confirm::{self, Answer};
 use crate::daemon::{self, StateLock};
 use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
+use crate::plan::render;
 use crate::report::{self, ApplyProgress};
-use crate::run::{reconcile_cancellable, Connection, Mode};
+use crate::run::{prepare, Connection, Mode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +83,9 @@ pub struct PlanArgs {
     pub config: ConfigArg,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Show what --allow-deletes would do: the plan with the delete budgets lifted.
+    #[arg(long)]
+    pub allow_deletes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,12 +94,17 @@ pub struct SyncArgs {
     pub config: ConfigArg,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Plan only: behaves exactly like `dirsync plan`.
+    /// Plan only: behaves exactly like `dirsync plan` (with --allow-deletes:
+    /// shows what the flag would do).
     #[arg(long)]
     pub dry_run: bool,
-    /// Lift the delete budgets for this one run.
+    /// Lift the delete budgets for this one run (never the source checks).
     #[arg(long)]
     pub allow_deletes: bool,
+    /// Apply without asking. On a terminal, sync shows the plan and asks
+    /// first (only 'yes' applies); off a terminal it never asks.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,16 +143,19 @@ pub struct EmulatorArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Plan(args) => run_reconcile(&args.config.config, args.output, Mode::Plan).await,
+        Command::Plan(args) => {
+            let mode = Mode::plan(args.allow_deletes);
+            run_reconcile(&args.config.config, args.output, mode, true).await
+        }
         Command::Sync(args) => {
             let mode = if args.dry_run {
-                Mode::Plan
+                Mode::plan(args.allow_deletes)
             } else {
                 Mode::Apply {
                     allow_deletes: args.allow_deletes,
                 }
             };
-            run_reconcile(&args.config.config, args.output, mode).await
+            run_reconcile(&args.config.config, args.output, mode, args.yes).await
         }
         Command::Test(args) => {
             let config = Config::load(&args.config)?;
@@ -176,19 +189,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> anyhow::Result<i32> {
+/// `plan` and `sync`. The plan is shown before anything is sent; on a
+/// terminal, without `yes`, `sync` asks first.
+async fn run_reconcile(
+    path: &std::path::Path,
+    output: Output,
+    mode: Mode,
+    yes: bool,
+) -> anyhow::Result<i32> {
     let config = Config::load(path)?;
     // Never beside the daemon or another sync: held until this returns.
-    let _lock = match mode {
-        Mode::Apply { .. } => Some(StateLock::acquire(&config.state_dir)?),
-        Mode::Plan => None,
+    let _lock = if mode.applies() {
+        Some(StateLock::acquire(&config.state_dir)?)
+    } else {
+        None
     };
-    if let Mode::Apply {
-        allow_deletes: true,
-    } = mode
-    {
-        tracing::warn!("--allow-deletes: the delete budgets are LIFTED for this run; every planned delete will be sent.");
-        eprintln!("dirsync: WARNING: --allow-deletes lifts the delete budgets for this run.");
+    if mode.allow_deletes() {
+        let what = if mode.applies() {
+            "for this run"
+        } else {
+            "in this preview"
+        };
+        tracing::warn!("--allow-deletes: the delete budgets are lifted {what}; the source checks (empty, shrunken, withheld deletes) still hold.");
+        eprintln!("dirsync: WARNING: --allow-deletes lifts the delete budgets {what}.");
     }
     // SIGTERM or SIGINT, as for the daemon: no new request leaves, those in
     // flight finish, the rest are skipped, and the report is printed.
@@ -206,14 +229,12 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
             return Err(e.into());
         }
     };
-    let progress = ApplyProgress::default();
-    let result = reconcile_cancellable(&config, &connection, mode, &progress, &cancel).await;
-    progress.finish();
+    let result = decide_and_apply(&config, &connection, mode, output, yes, &cancel).await;
     if let Some(t) = textfile {
-        t.finish(&result, cancel.is_cancelled());
+        t.finish(&result.as_ref().map(|(r, _)| r), cancel.is_cancelled());
     }
     connection.close().await?;
-    let outcome = match result {
+    let (outcome, declined) = match result {
         Err(e) if e.is_interrupted() => {
             signals.abort();
             eprintln!("dirsync: {e}");
@@ -221,20 +242,21 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
         }
         other => other?,
     };
-    let mode_name = if mode == Mode::Plan { "plan" } else { "sync" };
     match output {
-        Output::Text => write_stdout(&report::text(&outcome)),
-        Output::Json => write_stdout(&format!("{}\n", report::json(&outcome, mode_name))),
+        Output::Text => write_stdout(&report::outcome_text(&outcome)),
+        Output::Json => write_stdout(&format!("{}\n", report::json(&outcome, mode.name()))),
     }
-    let code = match mode {
-        Mode::Plan => report::plan_exit_code(&outcome),
-        Mode::Apply { .. } => report::sync_exit_code(&outcome),
+    let code = match declined {
+        Some(code) => code,
+        None if mode.applies() => report::sync_exit_code(&outcome),
+        None => report::plan_exit_code(&outcome),
     };
     tracing::info!(
-        mode = mode_name,
+        mode = mode.name(),
         operations = outcome.plan.operations.len(),
         user_deletes = outcome.plan.user_deletes(),
         blocked = !outcome.blocked.is_empty(),
+        refused = outcome.plan.refused.len(),
         failed = outcome.report.as_ref().map_or(0, |r| r.failed()),
         requests = outcome.requests.sent,
         throttled = outcome.requests.throttled,
@@ -244,6 +266,53 @@ async fn run_reconcile(path: &std::path::Path, output: Output, mode: Mode) -> an
     );
     signals.abort();
     Ok(code)
+}
+
+/// Plans, shows the plan (text goes out now, before any mutation), asks
+/// when it should, then applies. Returns the reconcile and, when the
+/// question was not answered `yes`, the exit code that says so.
+async fn decide_and_apply(
+    config: &Config,
+    connection: &Connection,
+    mode: Mode,
+    output: Output,
+    yes: bool,
+    cancel: &CancellationToken,
+) -> Result<(crate::run::Reconcile, Option<i32>), crate::run::RunError> {
+    let prepared = prepare(config, connection, mode.allow_deletes(), cancel).await?;
+    if output == Output::Text {
+        write_stdout(&report::plan_text(&prepared.plan, &prepared.blocked));
+    }
+    if !mode.applies() {
+        return Ok((prepared.without_apply(connection), None));
+    }
+    if prepared.has_sendable() && confirm::should_ask(yes) {
+        let what = prepared
+            .sendable()
+            .map(|p| render::summary_line(&p))
+            .unwrap_or_default();
+        match confirm::ask(&what, cancel).await {
+            Answer::Yes => {}
+            Answer::No => {
+                eprintln!("dirsync: apply cancelled; nothing was changed.");
+                return Ok((
+                    prepared.without_apply(connection),
+                    Some(report::exit::CHANGES_PENDING),
+                ));
+            }
+            Answer::Interrupted => {
+                eprintln!("dirsync: stopped at the question; nothing was changed.");
+                return Ok((
+                    prepared.without_apply(connection),
+                    Some(report::exit::INTERRUPTED),
+                ));
+            }
+        }
+    }
+    let progress = ApplyProgress::default();
+    let outcome = prepared.apply(config, connection, &progress, cancel).await;
+    progress.finish();
+    Ok((outcome, None))
 }
 
 /// The first SIGTERM or SIGINT cancels `cancel`; a second one leaves at once

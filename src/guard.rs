@@ -70,6 +70,32 @@ impl BlockReason {
     }
 }
 
+impl BlockReason {
+    /// The one thing that lifts this limit, said to the operator.
+    /// `--allow-deletes` is advised only for the delete budgets, the only
+    /// limits it lifts.
+    pub fn remedy(&self) -> String {
+        match self {
+            BlockReason::EmptySource => {
+                "check the source (an empty directory never deletes; no flag lifts this)".to_owned()
+            }
+            BlockReason::Shrink { percent, .. } => format!(
+                "if the directory really shrank, raise policy.max_shrink_percent to at least {:.0} for this run (--allow-deletes does not lift it); otherwise fix the source",
+                percent.ceil()
+            ),
+            BlockReason::UserDeleteBudget { .. } => {
+                "review the user deletes, then run once with --allow-deletes (or raise policy.delete_users)".to_owned()
+            }
+            BlockReason::CustomerDeleteBudget { .. } => {
+                "review the customer deletes, then run once with --allow-deletes (or raise policy.delete_customers)".to_owned()
+            }
+            BlockReason::DeletesWithheld { origin, .. } => format!(
+                "fix the source at {origin} and run again (no flag lifts this)"
+            ),
+        }
+    }
+}
+
 impl fmt::Display for BlockReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -242,6 +268,7 @@ mod tests {
                     external_id: format!("u-{i}"),
                     email: format!("u{i}@x.io"),
                     customer_external_id: None,
+                    why: crate::plan::DeleteReason::Absent,
                 })
                 .collect(),
             scope: Scope {

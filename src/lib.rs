@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod connection_test;
 pub mod daemon;
 pub mod directory;

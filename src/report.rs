@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::apply::{OperationReport, Outcome, Progress, SHUTTING_DOWN};
 use crate::guard::BlockReason;
-use crate::plan::render;
+use crate::plan::{render, Plan};
 use crate::run::Reconcile;
 
 /// Exit codes (README, "Exit codes").
@@ -60,19 +60,32 @@ pub fn sync_exit_code(r: &Reconcile) -> i32 {
 
 /// The plan (and the outcomes, after an apply) as text.
 pub fn text(r: &Reconcile) -> String {
-    let mut out = render::text(&r.plan);
-    if r.blocked.iter().all(BlockReason::withholds_deletes_only) && !r.blocked.is_empty() {
+    let mut out = plan_text(&r.plan, &r.blocked);
+    out.push_str(&outcome_text(r));
+    out
+}
+
+/// The plan, and what blocked it (each limit with the one thing that lifts
+/// it): what `sync` shows before it changes anything.
+pub fn plan_text(plan: &Plan, blocked: &[BlockReason]) -> String {
+    let mut out = render::text(plan);
+    if blocked.iter().all(BlockReason::withholds_deletes_only) && !blocked.is_empty() {
         out.push_str("\nDELETES WITHHELD: the deletes above are not sent this run (creates and updates are), because:\n");
-        for reason in &r.blocked {
-            let _ = writeln!(out, "  x {reason}");
+        for reason in blocked {
+            let _ = writeln!(out, "  x {reason}\n    to lift: {}", reason.remedy());
         }
-    } else if !r.blocked.is_empty() {
+    } else if !blocked.is_empty() {
         out.push_str("\nBLOCKED: nothing was sent. The plan above stays staged until:\n");
-        for reason in &r.blocked {
-            let _ = writeln!(out, "  x {reason}");
+        for reason in blocked {
+            let _ = writeln!(out, "  x {reason}\n    to lift: {}", reason.remedy());
         }
-        out.push_str("Review the deletes; run once with --allow-deletes to lift the delete budgets, or change the policy.\n");
     }
+    out
+}
+
+/// After the plan: what was applied and what was not, and the requests.
+pub fn outcome_text(r: &Reconcile) -> String {
+    let mut out = String::new();
     if let Some(report) = &r.report {
         let mut by_outcome: BTreeMap<&str, usize> = BTreeMap::new();
         for op in &report.operations {

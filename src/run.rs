@@ -9,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply, ApplyOptions, ApplyReport, Progress};
 use crate::config::{Config, PlatformSettings, PlatformTarget};
+use crate::directory::RefusedRecord;
 use crate::emulator::{self, EmulatorError, EmulatorOptions, RunningEmulator, Seed};
 use crate::guard::{self, BlockReason};
+use crate::model::Snapshot;
 use crate::plan::{customers_to_inspect, plan, Plan, PlanError};
 use crate::platform::{
     AuthMethod, ClientSetupError, PlatformClient, PlatformConfig, PlatformError, RequestStats,
@@ -113,8 +115,50 @@ impl Connection {
 /// Apply, or only plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Plan only (`plan`, `sync --dry-run`), the delete budgets in force.
     Plan,
-    Apply { allow_deletes: bool },
+    /// Plan only, showing what `--allow-deletes` would do
+    /// (`plan --allow-deletes`, `sync --dry-run --allow-deletes`).
+    PlanAllowingDeletes,
+    Apply {
+        allow_deletes: bool,
+    },
+}
+
+impl Mode {
+    /// Plan only, with `--allow-deletes` given or not.
+    pub fn plan(allow_deletes: bool) -> Mode {
+        if allow_deletes {
+            Mode::PlanAllowingDeletes
+        } else {
+            Mode::Plan
+        }
+    }
+
+    /// Whether the delete budgets are lifted for this run.
+    pub fn allow_deletes(self) -> bool {
+        matches!(
+            self,
+            Mode::PlanAllowingDeletes
+                | Mode::Apply {
+                    allow_deletes: true
+                }
+        )
+    }
+
+    /// Whether this run sends mutations.
+    pub fn applies(self) -> bool {
+        matches!(self, Mode::Apply { .. })
+    }
+
+    /// `plan` or `sync`, as logs and JSON name the run.
+    pub fn name(self) -> &'static str {
+        if self.applies() {
+            "sync"
+        } else {
+            "plan"
+        }
+    }
 }
 
 /// What one reconcile did.
@@ -129,6 +173,76 @@ pub struct Reconcile {
     pub report: Option<ApplyReport>,
     pub requests: Requests,
     pub duration_ms: u64,
+}
+
+/// A reconcile up to its decision: both sides read, the plan made and
+/// checked by the guards, nothing sent yet. `sync` shows it (and, on a
+/// terminal, asks) before [`Prepared::apply`]; `plan --out` saves it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub plan: Plan,
+    /// The platform's view the plan was computed from.
+    pub snapshot: Snapshot,
+    pub blocked: Vec<BlockReason>,
+    pub allow_deletes: bool,
+    started: Instant,
+    before: RequestStats,
+}
+
+impl Prepared {
+    /// What may be sent ([`guard::sendable`]): the whole plan, the plan
+    /// without its deletes, or nothing (None).
+    pub fn sendable(&self) -> Option<std::borrow::Cow<'_, Plan>> {
+        guard::sendable(&self.plan, &self.blocked)
+    }
+
+    /// Whether applying would send at least one mutation.
+    pub fn has_sendable(&self) -> bool {
+        self.sendable().is_some_and(|p| !p.operations.is_empty())
+    }
+
+    /// Applies what may be sent and returns the whole reconcile. Operations
+    /// not started once `cancel` fires are skipped ("shutting down").
+    pub async fn apply(
+        self,
+        config: &Config,
+        connection: &Connection,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Reconcile {
+        let report = match self.sendable().as_deref() {
+            Some(send) if !send.is_empty() => {
+                let options = ApplyOptions {
+                    concurrency: config.policy.apply_concurrency,
+                    cancel: cancel.clone(),
+                };
+                Some(apply(send, &self.snapshot, &connection.client, &options, progress).await)
+            }
+            Some(_) => Some(ApplyReport::default()),
+            None => None,
+        };
+        self.finish(connection, report)
+    }
+
+    /// The reconcile without an apply (a plan, or a sync declined at the prompt).
+    pub fn without_apply(self, connection: &Connection) -> Reconcile {
+        self.finish(connection, None)
+    }
+
+    fn finish(self, connection: &Connection, report: Option<ApplyReport>) -> Reconcile {
+        let after = connection.client.stats();
+        Reconcile {
+            plan: self.plan,
+            blocked: self.blocked,
+            allow_deletes: self.allow_deletes,
+            report,
+            requests: Requests {
+                sent: after.requests - self.before.requests,
+                throttled: after.throttled - self.before.throttled,
+            },
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -180,6 +294,23 @@ pub async fn reconcile_cancellable(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Reconcile, RunError> {
+    let prepared = prepare(config, connection, mode.allow_deletes(), cancel).await?;
+    Ok(if mode.applies() {
+        prepared.apply(config, connection, progress, cancel).await
+    } else {
+        prepared.without_apply(connection)
+    })
+}
+
+/// Reads both sides, plans and checks the guards; sends nothing. The first
+/// half of [`reconcile_cancellable`], for callers that show the plan (or
+/// save it) before deciding.
+pub async fn prepare(
+    config: &Config,
+    connection: &Connection,
+    allow_deletes: bool,
+    cancel: &CancellationToken,
+) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let client = &connection.client;
     client.stop_when(cancel);
@@ -211,41 +342,39 @@ pub async fn reconcile_cancellable(
             .await
             .map_err(|e| interrupted(e.into()))?;
     }
+    warn_refused(&directory.refused);
     let plan = plan(&directory, &snapshot, &config.policy, &config.mapping.roles)?;
-    let allow_deletes = matches!(
-        mode,
-        Mode::Apply {
-            allow_deletes: true
-        }
-    );
     let blocked = guard::check_source(&plan, &directory, &config.policy, allow_deletes);
-    // Everything, the plan without its deletes (when the only reasons are
-    // withheld deletes: creates and updates go on), or nothing.
-    let sendable = guard::sendable(&plan, &blocked);
-    let report = match (mode, sendable.as_deref()) {
-        (Mode::Apply { .. }, Some(send)) if !send.is_empty() => {
-            let options = ApplyOptions {
-                concurrency: config.policy.apply_concurrency,
-                cancel: cancel.clone(),
-            };
-            Some(apply(send, &snapshot, client, &options, progress).await)
-        }
-        (Mode::Apply { .. }, Some(_)) => Some(ApplyReport::default()),
-        _ => None,
-    };
-    drop(sendable);
-    let after = client.stats();
-    Ok(Reconcile {
+    Ok(Prepared {
         plan,
+        snapshot,
         blocked,
         allow_deletes,
-        report,
-        requests: Requests {
-            sent: after.requests - before.requests,
-            throttled: after.throttled - before.throttled,
-        },
-        duration_ms: started.elapsed().as_millis() as u64,
+        started,
+        before,
     })
+}
+
+/// How many refused records get a WARN line of their own; the rest are counted.
+pub const REFUSED_WARNINGS: usize = 20;
+
+/// One WARN line per refused record (its origin: file and line, entry or
+/// DN), up to [`REFUSED_WARNINGS`], then one line with the count of the rest.
+fn warn_refused(refused: &[RefusedRecord]) {
+    for r in refused.iter().take(REFUSED_WARNINGS) {
+        tracing::warn!(
+            origin = %r.origin,
+            field = r.field.as_deref().unwrap_or(""),
+            "Record refused: {r}. What it names is neither updated nor deleted this run."
+        );
+    }
+    if refused.len() > REFUSED_WARNINGS {
+        tracing::warn!(
+            refused = refused.len(),
+            "{} more records refused (not logged one by one); the plan lists them all.",
+            refused.len() - REFUSED_WARNINGS
+        );
+    }
 }
 
 /// A platform read that was not sent because the run is shutting down is

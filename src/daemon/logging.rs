@@ -274,6 +274,7 @@ mod tests {
                 external_id: "u-17".to_owned(),
                 email: "alice@example.com".to_owned(),
                 customer_external_id: Some("c-1".to_owned()),
+                why: crate::plan::DeleteReason::Absent,
             },
             outcome: Outcome::Applied,
         };
@@ -288,6 +289,7 @@ mod tests {
                 name: "Old Co".to_owned(),
                 users: 3,
                 instances: 0,
+                why: crate::plan::DeleteReason::Absent,
             },
             outcome: Outcome::Failed {
                 error: "platform: deleteCustomer: HTTP 500".to_owned(),

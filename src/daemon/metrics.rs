@@ -935,6 +935,7 @@ mod tests {
                 name: "C".into(),
                 users: 0,
                 instances: 0,
+                why: crate::plan::DeleteReason::Absent,
             },
             Operation::CreateUser(user.clone()),
             Operation::UpdateUser {
@@ -961,6 +962,7 @@ mod tests {
                 external_id: "u".into(),
                 email: "a@b.c".into(),
                 customer_external_id: None,
+                why: crate::plan::DeleteReason::Absent,
             },
         ];
         let mut seen: Vec<_> = ops.iter().map(|o| (o.kind(), o.action())).collect();

@@ -32,7 +32,7 @@ impl SyncMetrics {
     pub fn start(config: &Config, mode: Mode) -> Option<SyncMetrics> {
         let settings = config.metrics.as_ref()?;
         let textfile = settings.textfile.clone()?;
-        if mode == Mode::Plan {
+        if !mode.applies() {
             return None;
         }
         let now = Utc::now();
@@ -51,7 +51,7 @@ impl SyncMetrics {
     /// Records the run (`interrupted`: stopped by SIGTERM or SIGINT), saves
     /// the counters and writes the textfile. A failure to write is a
     /// warning: the run's own outcome does not change.
-    pub fn finish(self, result: &Result<Reconcile, RunError>, interrupted: bool) {
+    pub fn finish(self, result: &Result<&Reconcile, &RunError>, interrupted: bool) {
         let outcome = match result {
             Ok(r) => RunOutcome::from_reconcile(r, interrupted),
             Err(e) => RunOutcome::from_error(e),

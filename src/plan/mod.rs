@@ -20,9 +20,10 @@
 mod planner;
 pub mod render;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ChangePolicy, Policy, RoleTable};
 use crate::directory::{Directory, RefusedRecord};
@@ -30,15 +31,15 @@ use crate::model::{CustomerChanges, PlatformId, Role, Snapshot, UserChanges};
 use planner::Planner;
 
 /// One field's change: `before -> after`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     pub before: String,
     pub after: String,
 }
 
 /// A customer to create.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerCreate {
     pub external_id: String,
@@ -48,7 +49,7 @@ pub struct CustomerCreate {
 }
 
 /// A customer user to create.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserCreate {
     pub external_id: String,
@@ -60,8 +61,30 @@ pub struct UserCreate {
     pub role_id: PlatformId,
 }
 
+/// Why a managed record is to be deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeleteReason {
+    /// The directory no longer holds it.
+    #[default]
+    Absent,
+    /// The directory holds it as disabled (a disabled account, a row that
+    /// `absent_when` matched, an inactive SCIM user).
+    Disabled,
+}
+
+impl DeleteReason {
+    /// The words the plan shows.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DeleteReason::Absent => "absent from the directory",
+            DeleteReason::Disabled => "disabled in the directory",
+        }
+    }
+}
+
 /// One mutation-to-be (or, for `RecreateUser`, two, in order).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Operation {
     #[serde(rename_all = "camelCase")]
@@ -118,6 +141,8 @@ pub enum Operation {
         external_id: String,
         email: String,
         customer_external_id: Option<String>,
+        #[serde(default)]
+        why: DeleteReason,
     },
     /// Permanent: the platform also deletes the customer's users and instances.
     #[serde(rename_all = "camelCase")]
@@ -130,12 +155,14 @@ pub enum Operation {
         users: usize,
         /// Its deployed integration instances, which the delete takes too.
         instances: u64,
+        #[serde(default)]
+        why: DeleteReason,
     },
 }
 
 /// The order operations are applied in: customers first (so users have
 /// somewhere to go), user deletes before customer deletes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
     Customers,

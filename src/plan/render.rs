@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{CustomerCreate, FieldChange, Operation, Plan, UserCreate};
+use super::{CustomerCreate, DeleteReason, FieldChange, Operation, Plan, UserCreate};
 
 fn quoted(s: &str) -> String {
     format!("{s:?}")
@@ -45,11 +45,18 @@ fn user_create_text(out: &mut String, u: &UserCreate) {
     }
 }
 
-fn user_delete_text(out: &mut String, external_id: &str, email: &str, customer: Option<&str>) {
+fn user_delete_text(
+    out: &mut String,
+    external_id: &str,
+    email: &str,
+    customer: Option<&str>,
+    why: DeleteReason,
+) {
     let customer = customer.unwrap_or("(unmanaged customer)");
     let _ = writeln!(
         out,
-        "  - user {external_id}  {email} in customer {customer}"
+        "  - user {external_id}  {email} in customer {customer}  ({})",
+        why.describe()
     );
 }
 
@@ -112,24 +119,28 @@ pub fn operation_text(op: &Operation) -> String {
             external_id,
             email,
             customer_external_id,
+            why,
             ..
         } => user_delete_text(
             &mut out,
             external_id,
             email,
             customer_external_id.as_deref(),
+            *why,
         ),
         Operation::DeleteCustomer {
             external_id,
             name,
             users,
             instances,
+            why,
             ..
         } => {
             let _ = writeln!(
                 out,
-                "  - customer {external_id}  {}  PERMANENT: also deletes its {users} user(s) and {instances} instance(s)",
-                quoted(name)
+                "  - customer {external_id}  {}  ({})  PERMANENT: also deletes its {users} user(s) and {instances} instance(s)",
+                quoted(name),
+                why.describe()
             );
         }
     }

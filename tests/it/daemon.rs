@@ -1250,7 +1250,7 @@ async fn under_the_journal_each_line_has_its_priority_and_fields_and_no_secret()
     );
     let warning = entries
         .iter()
-        .find(|e| message(e).contains("delete budgets are LIFTED"))
+        .find(|e| message(e).contains("the delete budgets are lifted for this run"))
         .unwrap_or_else(|| panic!("no --allow-deletes warning in {entries:#?}"));
     assert_eq!(warning["PRIORITY"], "4");
     assert_eq!(warning["SYSLOG_IDENTIFIER"], "dirsync");

@@ -364,7 +364,7 @@ fn golden_a_user_missing_from_the_directory_is_deleted() {
         "\
 Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 2 users.
 
-  - user old  old@acme.test in customer acme
+  - user old  old@acme.test in customer acme  (absent from the directory)
 
 Plan: 0 to create, 0 to update, 1 to delete.
 ",
@@ -401,9 +401,9 @@ fn golden_a_customer_missing_from_the_directory_is_kept_when_customer_deletes_ar
         "\
 Directory: 1 customers, 1 users. Managed on the platform: 3 customers, 4 users.
 
-  - user gil  gil@globex.test in customer globex
-  - user gus  gus@globex.test in customer globex
-  - user ike  ike@initech.test in customer initech
+  - user gil  gil@globex.test in customer globex  (absent from the directory)
+  - user gus  gus@globex.test in customer globex  (absent from the directory)
+  - user ike  ike@initech.test in customer initech  (absent from the directory)
 
 Kept (not deleted):
   = customer globex: not in the directory, but customer deletes are disabled (policy.delete_customers.enabled)
@@ -430,8 +430,8 @@ fn golden_a_customer_missing_from_the_directory_is_deleted_with_its_users_when_e
         "\
 Directory: 1 customers, 1 users. Managed on the platform: 3 customers, 4 users.
 
-  - user ike  ike@initech.test in customer initech
-  - customer globex  \"Globex\"  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
+  - user ike  ike@initech.test in customer initech  (absent from the directory)
+  - customer globex  \"Globex\"  (absent from the directory)  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
 
 Kept (not deleted):
   = customer initech: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
@@ -581,7 +581,7 @@ No changes to send; 1 conflict to look at (see above).
         "\
 Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 2 users.
 
-  - user bob  new@acme.test in customer acme
+  - user bob  new@acme.test in customer acme  (absent from the directory)
 
 Conflicts (nothing is sent for these):
   ! user ada: cannot recreate it with email new@acme.test: that email belongs to user \"bob\"
@@ -706,7 +706,7 @@ fn golden_unmanaged_records_are_never_updated_or_deleted() {
         "\
 Directory: 0 customers, 0 users. Managed on the platform: 1 customers, 1 users.
 
-  - user gus  gus@globex.test in customer globex
+  - user gus  gus@globex.test in customer globex  (absent from the directory)
 
 Kept (not deleted):
   = customer globex: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
@@ -757,7 +757,7 @@ fn golden_the_external_id_prefix_limits_what_is_managed() {
         "\
 Directory: 0 customers, 0 users. Managed on the platform: 1 customers, 1 users.
 
-  - user hr-ada  ada@acme.test in customer hr-acme
+  - user hr-ada  ada@acme.test in customer hr-acme  (absent from the directory)
 
 Kept (not deleted):
   = customer hr-acme: not in the directory, but it holds 1 user(s) that dirsync does not manage (embedded marketplace users, or users without an externalId in scope); deleting it would delete them
@@ -775,8 +775,8 @@ Plan: 0 to create, 0 to update, 1 to delete.
         "\
 Directory: 0 customers, 0 users. Managed on the platform: 2 customers, 3 users.
 
-  - customer crm-globex  \"Globex\"  PERMANENT: also deletes its 1 user(s) and 0 instance(s)
-  - customer hr-acme  \"Acme\"  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
+  - customer crm-globex  \"Globex\"  (absent from the directory)  PERMANENT: also deletes its 1 user(s) and 0 instance(s)
+  - customer hr-acme  \"Acme\"  (absent from the directory)  PERMANENT: also deletes its 2 user(s) and 0 instance(s)
 
 Plan: 0 to create, 0 to update, 2 to delete.
 ",
@@ -820,7 +820,7 @@ fn golden_refused_records_protect_what_they_name_from_deletion() {
         "\
 Directory: 1 customers, 0 users. Managed on the platform: 2 customers, 3 users.
 
-  - user cy  cy@acme.test in customer acme
+  - user cy  cy@acme.test in customer acme  (absent from the directory)
 
 Kept (not deleted):
   = customer globex: a refused record names it; its state in the directory is unknown

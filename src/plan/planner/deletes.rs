@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::Planner;
 use crate::model::{CustomerHoldings, PlatformId, PlatformUser};
-use crate::plan::{Kept, Operation};
+use crate::plan::{DeleteReason, Kept, Operation};
 
 const NAMED_BY_A_REFUSED_RECORD: &str =
     "a refused record names it; its state in the directory is unknown";
@@ -57,6 +57,7 @@ impl<'a> Planner<'a> {
                 name: actual.name.clone(),
                 users: usize::try_from(holdings.users).unwrap_or(usize::MAX),
                 instances: holdings.instances,
+                why: DeleteReason::Absent,
             });
         }
     }
@@ -150,6 +151,7 @@ impl<'a> Planner<'a> {
                 external_id: x.to_owned(),
                 email: actual.email.clone(),
                 customer_external_id: actual.customer_external_id.clone(),
+                why: DeleteReason::Absent,
             });
         }
     }

@@ -257,7 +257,7 @@ fn in_managed_customer<'u>(
 
 fn change(field: &'static str, before: &str, after: &str) -> FieldChange {
     FieldChange {
-        field,
+        field: field.into(),
         before: before.to_owned(),
         after: after.to_owned(),
     }
