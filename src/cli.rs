@@ -15,6 +15,7 @@ use crate::emulator::{self, AuthMeta, EmulatorOptions, Faults, Seed};
 use crate::plan::render;
 use crate::report::{self, ApplyProgress};
 use crate::run::{prepare, Connection, Mode};
+use crate::saved_plan;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,13 @@ pub enum Command {
     /// 4 some operations failed, 1 error, 5 stopped by SIGTERM/SIGINT (the
     /// operations in flight finished, the rest were skipped).
     Sync(SyncArgs),
+    /// Apply a plan saved by `dirsync plan --out FILE`: exactly its
+    /// operations, or nothing. Never plans. Refuses (exit 6, nothing sent)
+    /// when the config changed or any record the plan would touch changed
+    /// on the platform since the plan was made. Exit 0 applied, 3 blocked,
+    /// 4 some operations failed, 6 stale plan, 1 error, 5 stopped by
+    /// SIGTERM/SIGINT.
+    Apply(ApplyArgs),
     /// Run as a service: reconcile on the config's schedule until SIGTERM.
     /// Reloads the config on SIGHUP; talks to systemd (Type=notify).
     Run(ConfigArg),
@@ -84,8 +92,23 @@ pub struct PlanArgs {
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Show what --allow-deletes would do: the plan with the delete budgets lifted.
+    /// With --out, the approval is recorded: `dirsync apply` lifts the budgets for that plan.
     #[arg(long)]
     pub allow_deletes: bool,
+    /// Also save the plan to FILE (JSON) for `dirsync apply -c CONFIG FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The plan file `dirsync plan --out` wrote.
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan: PathBuf,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -143,10 +166,13 @@ pub struct EmulatorArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Plan(args) => {
-            let mode = Mode::plan(args.allow_deletes);
-            run_reconcile(&args.config.config, args.output, mode, true).await
-        }
+        Command::Plan(args) => match &args.out {
+            Some(out) => run_saved_plan(&args, out).await,
+            None => {
+                let mode = Mode::plan(args.allow_deletes);
+                run_reconcile(&args.config.config, args.output, mode, true).await
+            }
+        },
         Command::Sync(args) => {
             let mode = if args.dry_run {
                 Mode::plan(args.allow_deletes)
@@ -157,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             run_reconcile(&args.config.config, args.output, mode, args.yes).await
         }
+        Command::Apply(args) => run_apply(&args).await,
         Command::Test(args) => {
             let config = Config::load(&args.config)?;
             let report = crate::connection_test::test_config(&config).await;
@@ -281,7 +308,11 @@ async fn decide_and_apply(
 ) -> Result<(crate::run::Reconcile, Option<i32>), crate::run::RunError> {
     let prepared = prepare(config, connection, mode.allow_deletes(), cancel).await?;
     if output == Output::Text {
-        write_stdout(&report::plan_text(&prepared.plan, &prepared.blocked));
+        write_stdout(&report::plan_text_styled(
+            &prepared.plan,
+            &prepared.blocked,
+            render::TextStyle::for_stdout(),
+        ));
     }
     if !mode.applies() {
         return Ok((prepared.without_apply(connection), None));
@@ -313,6 +344,56 @@ async fn decide_and_apply(
     let outcome = prepared.apply(config, connection, &progress, cancel).await;
     progress.finish();
     Ok((outcome, None))
+}
+
+/// `plan --out FILE`: the plan, shown and saved (`saved_plan::save`).
+async fn run_saved_plan(args: &PlanArgs, out: &std::path::Path) -> anyhow::Result<i32> {
+    let cancel = CancellationToken::new();
+    let signals =
+        stop_on_signals(cancel.clone()).context("cannot listen for SIGTERM and SIGINT")?;
+    let json = args.output == Output::Json;
+    let result = saved_plan::save::plan_to_file(
+        &args.config.config,
+        out,
+        args.allow_deletes,
+        json,
+        &write_stdout,
+        &cancel,
+    )
+    .await;
+    signals.abort();
+    saved_plan_exit(result)
+}
+
+/// `apply -c CONFIG FILE`: the saved plan, exactly (`saved_plan::apply`).
+async fn run_apply(args: &ApplyArgs) -> anyhow::Result<i32> {
+    let cancel = CancellationToken::new();
+    let signals =
+        stop_on_signals(cancel.clone()).context("cannot listen for SIGTERM and SIGINT")?;
+    let json = args.output == Output::Json;
+    let result = saved_plan::apply::apply_file(
+        &args.config.config,
+        &args.plan,
+        json,
+        &write_stdout,
+        &cancel,
+    )
+    .await;
+    signals.abort();
+    saved_plan_exit(result)
+}
+
+/// A stale plan (exit 6) or a stop (exit 5) is said here; other errors go
+/// to `main` (exit 1).
+fn saved_plan_exit(result: Result<i32, saved_plan::SavedPlanError>) -> anyhow::Result<i32> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) if e.exit_code() == report::exit::ERROR => Err(e.into()),
+        Err(e) => {
+            eprintln!("dirsync: {e}");
+            Ok(e.exit_code())
+        }
+    }
 }
 
 /// The first SIGTERM or SIGINT cancels `cancel`; a second one leaves at once

@@ -10,10 +10,10 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a record came from, for messages that name the line or entry at fault.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Origin {
     /// A physical line of a file (the record's first line when it spans several).
@@ -88,7 +88,7 @@ pub struct DesiredUser {
 }
 
 /// A record the source or the mapping refused, with the reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefusedRecord {
     pub origin: Origin,
@@ -123,6 +123,13 @@ pub struct Directory {
     /// holds deletes, `guard::check_source` reports each cause as a
     /// `BlockReason::DeletesWithheld`.
     pub deletes_withheld: Vec<Withheld>,
+    /// The externalIds of the users the source saw as disabled (an
+    /// `absent_when` row, a disabled account, an inactive SCIM user), checked
+    /// and scoped as live ones are. Not in `users`: a delete of one of them
+    /// says "disabled in the directory" instead of "absent from the
+    /// directory". An externalId that also has a live record is not here.
+    #[serde(default)]
+    pub disabled_users: BTreeSet<String>,
 }
 
 impl Directory {

@@ -12,14 +12,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Budget, Policy};
 use crate::directory::{Directory, Origin};
 use crate::plan::{Operation, Plan};
 
 /// One reason a plan is blocked.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "camelCase")]
 pub enum BlockReason {
     /// The source returned no users at all.

@@ -18,4 +18,5 @@ pub mod platform;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod saved_plan;
 pub mod source;

@@ -55,6 +55,11 @@ pub struct PlatformCustomer {
     pub description: String,
     /// As stored (the platform lowercases labels); `[]` when the platform sends null.
     pub labels: Vec<String>,
+    /// When the platform last changed the record (`updatedAt`), where it was
+    /// read. Never compared by the planner (it is no desired field); a saved
+    /// plan records it and `dirsync apply` refuses when it moved.
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A customer user as read from the platform.
@@ -70,6 +75,10 @@ pub struct PlatformUser {
     pub customer_id: PlatformId,
     /// The owning customer's externalId, when it has one.
     pub customer_external_id: Option<String>,
+    /// When the platform last changed the record (`updatedAt`), where it was
+    /// read; never compared by the planner.
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The token's own user, as `authenticatedUser` returns it.

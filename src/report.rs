@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::apply::{OperationReport, Outcome, Progress, SHUTTING_DOWN};
 use crate::guard::BlockReason;
-use crate::plan::{render, Plan};
+use crate::plan::render::{self, TextStyle};
+use crate::plan::Plan;
 use crate::run::Reconcile;
 
 /// Exit codes (README, "Exit codes").
@@ -22,6 +23,9 @@ pub mod exit {
     /// Stopped by SIGTERM or SIGINT: the operations in flight finished, the
     /// rest were skipped (or nothing was planned yet); the next run converges.
     pub const INTERRUPTED: i32 = 5;
+    /// `dirsync apply`: the saved plan no longer holds (a record it would
+    /// touch changed on the platform, or the config changed); nothing was sent.
+    pub const STALE_PLAN: i32 = 6;
 }
 
 /// The exit code of `dirsync plan` (or `sync --dry-run`).
@@ -68,7 +72,13 @@ pub fn text(r: &Reconcile) -> String {
 /// The plan, and what blocked it (each limit with the one thing that lifts
 /// it): what `sync` shows before it changes anything.
 pub fn plan_text(plan: &Plan, blocked: &[BlockReason]) -> String {
-    let mut out = render::text(plan);
+    plan_text_styled(plan, blocked, TextStyle::default())
+}
+
+/// [`plan_text`] as `style` says: on a terminal, a legend, the operations
+/// grouped by customer, and colour unless `NO_COLOR` is set.
+pub fn plan_text_styled(plan: &Plan, blocked: &[BlockReason], style: TextStyle) -> String {
+    let mut out = render::text_styled(plan, style);
     if blocked.iter().all(BlockReason::withholds_deletes_only) && !blocked.is_empty() {
         out.push_str("\nDELETES WITHHELD: the deletes above are not sent this run (creates and updates are), because:\n");
         for reason in blocked {
@@ -79,6 +89,9 @@ pub fn plan_text(plan: &Plan, blocked: &[BlockReason]) -> String {
         for reason in blocked {
             let _ = writeln!(out, "  x {reason}\n    to lift: {}", reason.remedy());
         }
+    }
+    if style.colour {
+        out = render::colourize(&out);
     }
     out
 }
@@ -142,6 +155,8 @@ struct JsonOutput<'a> {
     counts: serde_json::Value,
     /// After an apply: outcomes per kind, action and outcome.
     outcomes: Option<OutcomeCounts>,
+    /// Records the source or the mapping refused (listed in `plan.refused`).
+    refused_records: usize,
     #[serde(flatten)]
     reconcile: &'a Reconcile,
 }
@@ -166,6 +181,7 @@ pub fn json(r: &Reconcile, mode: &str) -> String {
         summary: render::summary_line(&r.plan),
         counts: render::counts_json(&r.plan),
         outcomes,
+        refused_records: r.plan.refused.len(),
         reconcile: r,
     };
     serde_json::to_string_pretty(&out)

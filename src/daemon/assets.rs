@@ -116,6 +116,10 @@ fn operator_sections(cmd: &clap::Command) -> Roff {
                 "5",
                 "Stopped by SIGTERM or SIGINT; the operations in flight finished and the next run converges.",
             ),
+            (
+                "6",
+                "apply: the saved plan is stale (the config, or a record it would touch, changed since it was made): nothing was sent.",
+            ),
         ],
     );
     section(

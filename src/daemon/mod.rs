@@ -491,6 +491,7 @@ fn log_summary(o: &RunOutcome, duration: Duration) {
                 failed = o.counts.failed,
                 conflicts = o.counts.conflicts,
                 drift = o.counts.drift,
+                refused = o.refused(),
                 requests = o.counts.requests,
                 throttled = o.counts.throttled,
                 duration_ms = duration.as_millis() as u64,
@@ -503,6 +504,8 @@ fn log_summary(o: &RunOutcome, duration: Duration) {
         };
     }
     match o.result {
+        // Refused records are the directory's problem to fix: visible at WARN.
+        RunResult::Ok if o.refused() > 0 => summary!(warn, "Run finished."),
         RunResult::Ok => summary!(info, "Run finished."),
         RunResult::Failed => summary!(error, "Run failed."),
         _ => summary!(warn, "Run finished with problems."),

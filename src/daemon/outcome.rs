@@ -216,6 +216,11 @@ impl RunOutcome {
     }
 
     /// A short phrase for STATUS=: `ok: 2 create, 1 update; 0 failed`.
+    /// Records the source or the mapping refused this run.
+    pub fn refused(&self) -> usize {
+        self.counts.sizes.map_or(0, |s| s.refused)
+    }
+
     pub fn describe(&self) -> String {
         let mut s = self.result.label().to_owned();
         if self.counts.actions.is_empty() {
@@ -237,6 +242,10 @@ impl RunOutcome {
         }
         if self.counts.drift > 0 {
             let _ = write!(s, "; {} drift", self.counts.drift);
+        }
+        let refused = self.refused();
+        if refused > 0 {
+            let _ = write!(s, "; {refused} refused records");
         }
         if let Some(first) = self.blocked.first() {
             let labels: Vec<&str> = self.blocked.iter().map(|b| b.label).collect();

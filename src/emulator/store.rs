@@ -125,6 +125,13 @@ fn not_found<T>(field: &str, type_name: &str) -> Result<T, Refusal> {
     })
 }
 
+/// A record's new `updatedAt` on an update: now, and always later than
+/// `before` (by a microsecond at least, the platform's own precision), as
+/// the platform moves it on every update. `dirsync apply` relies on it.
+fn bumped(before: DateTime<Utc>) -> DateTime<Utc> {
+    Utc::now().max(before + chrono::Duration::microseconds(1))
+}
+
 /// A Relay global id: base64 of `Type:uuid`.
 pub fn new_global_id(type_name: &str) -> String {
     base64::engine::general_purpose::STANDARD
@@ -448,7 +455,7 @@ impl Store {
         if let Some(s) = input.starred {
             updated.starred = s;
         }
-        updated.updated_at = Utc::now();
+        updated.updated_at = bumped(current.updated_at);
         let old = current.clone();
         self.indexes.remove_customer(&old);
         self.indexes.add_customer(&updated);
@@ -549,7 +556,7 @@ impl Store {
         if let Some(d) = input.dark_mode_sync_with_os {
             updated.dark_mode_sync_with_os = d;
         }
-        updated.updated_at = Utc::now();
+        updated.updated_at = bumped(updated.updated_at);
         self.state.users.insert(id, updated.clone());
         Ok(updated)
     }
@@ -690,6 +697,29 @@ mod tests {
                 .field,
             "externalId"
         );
+    }
+
+    #[test]
+    fn every_update_moves_updated_at_forward_even_when_nothing_changes() {
+        let mut s = store();
+        let c = s.create_customer(customer("Acme", Some("acme"))).unwrap();
+        let mut last = c.updated_at;
+        for _ in 0..3 {
+            let u = s
+                .update_customer(CustomerUpdateInput {
+                    id: Some(c.id.clone()),
+                    name: None,
+                    description: None,
+                    external_id: None,
+                    labels: None,
+                    avatar_url: None,
+                    allow_embedded_designer: None,
+                    starred: None,
+                })
+                .unwrap();
+            assert!(u.updated_at > last, "{} after {last}", u.updated_at);
+            last = u.updated_at;
+        }
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub enum Operation {
         id: PlatformId,
         external_id: String,
         email: String,
+        /// The customer it sits in (for the plan's grouping).
+        #[serde(default)]
+        customer_external_id: Option<String>,
         changes: Vec<FieldChange>,
         /// Exactly what `updateUser` is sent.
         patch: UserChanges,
@@ -123,6 +126,8 @@ pub enum Operation {
         id: PlatformId,
         external_id: String,
         email: String,
+        #[serde(default)]
+        customer_external_id: Option<String>,
         changes: Vec<FieldChange>,
         patch: UserChanges,
     },
@@ -225,7 +230,7 @@ impl Operation {
 }
 
 /// A difference the platform cannot update in place.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Drift {
     pub external_id: String,
@@ -235,7 +240,7 @@ pub struct Drift {
     pub resolution: ChangePolicy,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum DriftKind {
     EmailChanged,
@@ -243,25 +248,46 @@ pub enum DriftKind {
 }
 
 /// A managed record left alone that a plain diff would have changed, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Kept {
-    pub kind: &'static str,
+    #[serde(deserialize_with = "record_kind")]
+    pub kind: RecordKind,
     pub external_id: String,
     pub reason: String,
 }
 
 /// An operation that cannot be sent as planned, with the reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Conflict {
-    pub kind: &'static str,
+    #[serde(deserialize_with = "record_kind")]
+    pub kind: RecordKind,
     pub external_id: String,
     pub reason: String,
 }
 
+/// What a [`Kept`] or [`Conflict`] is about: `customer` or `user`. An alias
+/// (not `&'static str` written out) so that serde's derive does not borrow
+/// it from the input: [`record_kind`] reads it back.
+pub type RecordKind = &'static str;
+
+/// Reads a [`Kept`] or [`Conflict`] kind back (a saved plan): the planner
+/// only ever writes `customer` or `user`.
+fn record_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RecordKind, D::Error> {
+    let kind = String::deserialize(d)?;
+    match kind.as_str() {
+        "customer" => Ok("customer"),
+        "user" => Ok("user"),
+        other => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(other),
+            &"customer or user",
+        )),
+    }
+}
+
 /// Sizes the guards need: how much dirsync manages and how much the directory holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Scope {
     pub managed_customers: usize,
@@ -272,7 +298,7 @@ pub struct Scope {
 
 /// Everything `plan` decided. Operations are in apply order (phase, then
 /// kind, then externalId), so the plan is stable.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub operations: Vec<Operation>,

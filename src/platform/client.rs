@@ -619,8 +619,8 @@ impl PlatformClient {
                     .nodes
                     .into_iter()
                     .flatten()
-                    .map(PlatformCustomer::from)
-                    .collect(),
+                    .map(PlatformCustomer::try_from)
+                    .collect::<Result<_, _>>()?,
                 has_next_page: page.page_info.has_next_page,
                 end_cursor: page.page_info.end_cursor,
                 total_count: page.total_count,
@@ -684,8 +684,8 @@ impl PlatformClient {
             .nodes
             .into_iter()
             .flatten()
-            .map(PlatformCustomer::from)
-            .collect();
+            .map(PlatformCustomer::try_from)
+            .collect::<Result<_, _>>()?;
         at_most_one("FindCustomer", external_id, &mut found)
     }
 
@@ -709,6 +709,35 @@ impl PlatformClient {
         at_most_one("FindCustomerUser", external_id, &mut found)
     }
 
+    /// The customer with platform id `id` as it is now; None when it is gone
+    /// (the platform answers an unknown id with null or a "does not exist"
+    /// error). `dirsync apply` re-reads what a saved plan touches with it.
+    pub async fn get_customer(
+        &self,
+        id: &PlatformId,
+    ) -> Result<Option<PlatformCustomer>, PlatformError> {
+        match self
+            .execute::<GetCustomer>(get_customer::Variables { id: id.0.clone() })
+            .await
+        {
+            Ok(data) => data.customer.map(PlatformCustomer::try_from).transpose(),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user with platform id `id` as it is now; None when it is gone.
+    pub async fn get_user(&self, id: &PlatformId) -> Result<Option<PlatformUser>, PlatformError> {
+        match self
+            .execute::<GetUser>(get_user::Variables { id: id.0.clone() })
+            .await
+        {
+            Ok(data) => data.user.map(PlatformUser::try_from).transpose(),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn create_customer(
         &self,
         new: &NewCustomer,
@@ -724,7 +753,7 @@ impl PlatformClient {
             .execute::<CreateCustomer>(create_customer::Variables { input })
             .await?;
         let payload = data.create_customer.map(|p| (p.errors, p.customer));
-        payload_object("createCustomer", payload).map(PlatformCustomer::from)
+        payload_object("createCustomer", payload).and_then(PlatformCustomer::try_from)
     }
 
     pub async fn update_customer(
@@ -746,7 +775,7 @@ impl PlatformClient {
             .execute::<UpdateCustomer>(update_customer::Variables { input })
             .await?;
         let payload = data.update_customer.map(|p| (p.errors, p.customer));
-        payload_object("updateCustomer", payload).map(PlatformCustomer::from)
+        payload_object("updateCustomer", payload).and_then(PlatformCustomer::try_from)
     }
 
     /// Deletes a customer and, on the platform, all its users and instances.
@@ -998,6 +1027,7 @@ mod tests {
             name: id.to_owned(),
             description: String::new(),
             labels: Vec::new(),
+            updated_at: None,
         }
     }
 
@@ -1041,6 +1071,7 @@ mod tests {
             }),
             customer_id: PlatformId::from("c"),
             customer_external_id: None,
+            updated_at: None,
         };
         let users = share_roles(vec![user("a"), user("b")]);
         assert!(Arc::ptr_eq(&users[0].role, &users[1].role));

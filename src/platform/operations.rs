@@ -9,9 +9,31 @@ use graphql_client::GraphQLQuery;
 use super::error::{FieldError, PlatformError};
 use crate::model::{PlatformCustomer, PlatformId, PlatformUser, Role};
 
-/// The schema's custom scalar; dirsync never reads a date, so it stays text.
+/// The schema's custom scalar, as the platform writes it; read into a
+/// `chrono` time by [`updated_at`].
 #[allow(clippy::upper_case_acronyms, dead_code)]
 type DateTime = String;
+
+/// A record's `updatedAt`: RFC 3339 (`2024-05-01T12:34:56.123456+00:00`),
+/// or an ISO 8601 time without an offset, read as UTC. Anything else is a
+/// protocol error, never a silently missing time: `dirsync apply` compares
+/// it to refuse a plan whose records changed.
+pub fn updated_at(
+    operation: &'static str,
+    id: &str,
+    text: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, PlatformError> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc())
+        })
+        .map_err(|_| PlatformError::Protocol {
+            operation,
+            detail: format!("record {id} has updatedAt {text:?}, which is not an ISO 8601 time"),
+        })
+}
 
 // rustfmt re-indents attributes inside this macro on every run; keep it as written.
 #[rustfmt::skip]
@@ -42,29 +64,41 @@ operation!(CreateCustomerUser, "graphql/create_customer_user.graphql");
 operation!(UpdateUser, "graphql/update_user.graphql");
 operation!(DeleteUser, "graphql/delete_user.graphql");
 operation!(CustomerHoldings, "graphql/customer_holdings.graphql");
+operation!(GetCustomer, "graphql/get_customer.graphql");
+operation!(GetUser, "graphql/get_user.graphql");
 
-/// Every generated customer selection has the same five fields; one macro
-/// converts each of them.
+/// Every generated customer selection has the same six fields; one macro
+/// converts each of them (an `updatedAt` that is no time is a protocol error).
 macro_rules! customer_from {
-    ($ty:ty) => {
-        impl From<$ty> for PlatformCustomer {
-            fn from(c: $ty) -> Self {
-                PlatformCustomer {
+    ($ty:ty, $op:literal) => {
+        impl TryFrom<$ty> for PlatformCustomer {
+            type Error = PlatformError;
+            fn try_from(c: $ty) -> Result<Self, PlatformError> {
+                let updated_at = updated_at($op, &c.id, &c.updated_at)?;
+                Ok(PlatformCustomer {
                     id: PlatformId(c.id),
                     external_id: c.external_id,
                     name: c.name,
                     description: c.description,
                     labels: c.labels.unwrap_or_default(),
-                }
+                    updated_at: Some(updated_at),
+                })
             }
         }
     };
 }
 
-customer_from!(list_customers::CustomerFields);
-customer_from!(find_customer::FindCustomerCustomersNodes);
-customer_from!(create_customer::CreateCustomerCreateCustomerCustomer);
-customer_from!(update_customer::UpdateCustomerUpdateCustomerCustomer);
+customer_from!(list_customers::CustomerFields, "ListCustomers");
+customer_from!(find_customer::FindCustomerCustomersNodes, "FindCustomer");
+customer_from!(
+    create_customer::CreateCustomerCreateCustomerCustomer,
+    "createCustomer"
+);
+customer_from!(
+    update_customer::UpdateCustomerUpdateCustomerCustomer,
+    "updateCustomer"
+);
+customer_from!(get_customer::GetCustomerCustomer, "GetCustomer");
 
 /// Every generated user selection has the same fields; a customer user must
 /// have a customer, so a null one is a protocol error, not a panic.
@@ -77,6 +111,7 @@ macro_rules! user_from {
                     operation: $op,
                     detail: format!("user {} came back without a customer", u.id),
                 })?;
+                let updated_at = updated_at($op, &u.id, &u.updated_at)?;
                 Ok(PlatformUser {
                     id: PlatformId(u.id),
                     external_id: u.external_id,
@@ -89,6 +124,7 @@ macro_rules! user_from {
                     }),
                     customer_id: PlatformId(customer.id),
                     customer_external_id: customer.external_id,
+                    updated_at: Some(updated_at),
                 })
             }
         }
@@ -105,6 +141,7 @@ user_from!(
     "createCustomerUser"
 );
 user_from!(update_user::UpdateUserUpdateUserUser, "updateUser");
+user_from!(get_user::GetUserUser, "GetUser");
 
 /// Every payload's `errors` selection is `{ field messages }`.
 macro_rules! field_errors_from {

@@ -30,8 +30,10 @@ pub struct CsvRead {
     pub records: Vec<SourceRecord>,
     /// Why this read cannot say who is absent, if it cannot.
     pub withheld: Vec<Withheld>,
-    /// How many rows `absent_when` marked absent (not records).
-    pub absent: usize,
+    /// The rows `absent_when` marked absent (not in `records`), in file
+    /// order: the mapping reads only their externalId, so that a delete can
+    /// say the user is disabled rather than gone.
+    pub disabled: Vec<SourceRecord>,
 }
 
 const CUT_SHORT_ADVICE: &str =
@@ -41,8 +43,9 @@ const CUT_SHORT_ADVICE: &str =
 /// `columns` (trimmed; empty cells absent). Every column in `columns` must be
 /// in the header, once. With `min_age`, a file modified more recently than
 /// that is refused. A row matching any of `absent_when` is not a record (the
-/// user is absent from the directory); every column the rules name must be
-/// in the header, once, too.
+/// user is not in the directory) but one of [`CsvRead::disabled`] (a delete
+/// of the user says it is disabled); every column the rules name must be in
+/// the header, once, too.
 pub fn read_records(
     path: &Path,
     delimiter: u8,
@@ -59,8 +62,9 @@ enum LastRow {
     Header,
     /// Every field empty.
     Empty,
-    /// A row `absent_when` marked absent (kept: cut short, it is refused).
-    Absent(SourceRecord),
+    /// A row `absent_when` marked absent: the last of `disabled` (cut
+    /// short, it is refused instead).
+    Absent,
     /// The last of `records`.
     Record,
 }
@@ -127,7 +131,7 @@ fn read_records_observed(
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut records = Vec::new();
-    let mut absent = 0;
+    let mut disabled = Vec::new();
     // Rows where every field is empty, not yet known to be trailing.
     let mut empty_rows: Vec<u64> = Vec::new();
     // The last row read: its first line, where it starts, what it was.
@@ -188,8 +192,8 @@ fn read_records_observed(
             .iter()
             .any(|(rule, index)| rule.matches(row.get(*index).map_or("", str::trim)));
         if is_absent {
-            absent += 1;
-            last_row = (line, start, LastRow::Absent(record));
+            disabled.push(record);
+            last_row = (line, start, LastRow::Absent);
         } else {
             records.push(record);
             last_row = (line, start, LastRow::Record);
@@ -215,10 +219,11 @@ fn read_records_observed(
             }
             // Its cells may be cut too, the one that made it absent
             // among them: refused, like any row that may be cut.
-            LastRow::Absent(mut record) => {
-                record.problem = Some(problem);
-                records.push(record);
-                absent -= 1;
+            LastRow::Absent => {
+                if let Some(mut record) = disabled.pop() {
+                    record.problem = Some(problem);
+                    records.push(record);
+                }
             }
             LastRow::Header | LastRow::Empty => {}
         }
@@ -231,14 +236,14 @@ fn read_records_observed(
         tracing::info!(
             file = %path.display(),
             records = records.len(),
-            absent,
+            absent = disabled.len(),
             "CSV rows marked absent by source.csv.absent_when are not in the directory."
         );
     }
     Ok(CsvRead {
         records,
         withheld,
-        absent,
+        disabled,
     })
 }
 
@@ -846,7 +851,15 @@ mod tests {
     fn inactive_rows_are_absent_not_records() {
         let f = write(STAFF);
         let read = read_records(f.path(), b',', &["id", "email"], None, &rules()).unwrap();
-        assert_eq!(read.absent, 3);
+        assert_eq!(lines_of(&read.disabled), [3, 4, 5]);
+        assert_eq!(
+            read.disabled
+                .iter()
+                .map(|r| r.get("id").unwrap_or_default())
+                .collect::<Vec<_>>(),
+            ["2", "3", "4"],
+            "each with the mapped values, for its externalId"
+        );
         assert_eq!(
             lines_of(&read.records),
             [2, 6],
@@ -903,7 +916,7 @@ mod tests {
         // "Inactive" may be the start of "Inactive since ..." or the row cut in its last cell.
         let f = write(b"id,email,left,status\n1,a@x.io,,Active\n2,b@x.io,,Inactive");
         let read = read_records(f.path(), b',', &["id"], None, &rules()).unwrap();
-        assert_eq!(read.absent, 0);
+        assert!(read.disabled.is_empty());
         assert_eq!(lines_of(&read.records), [2, 3]);
         assert_eq!(
             read.records[1].problem.as_deref(),

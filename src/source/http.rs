@@ -14,7 +14,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 use url::Url;
 
-use super::SourceError;
+use super::{Records, SourceError};
 use crate::config::{CustomersFrom, Endpoint, HttpAuth, HttpSettings, Mapping, Pagination};
 use crate::directory::{Origin, SourceRecord};
 use crate::retry::{parse_retry_after, with_retries, Retryable};
@@ -574,11 +574,12 @@ fn absent(settings: &HttpSettings, value: &Value) -> Result<bool, String> {
 }
 
 /// Reads the source into customer records (when customers have an endpoint)
-/// and user records, ready for the shared mapping step.
+/// and user records, ready for the shared mapping step; the users that
+/// `absent_when` matched (SCIM `active: false`) are disabled records.
 pub async fn read_records(
     settings: &HttpSettings,
     mapping: &Mapping,
-) -> Result<(Option<Vec<SourceRecord>>, Vec<SourceRecord>), SourceError> {
+) -> Result<Records, SourceError> {
     let deadline = settings.read_deadline;
     match tokio::time::timeout(deadline, read_records_inner(settings, mapping)).await {
         Ok(r) => r.map_err(SourceError::from),
@@ -589,7 +590,7 @@ pub async fn read_records(
 async fn read_records_inner(
     settings: &HttpSettings,
     mapping: &Mapping,
-) -> Result<(Option<Vec<SourceRecord>>, Vec<SourceRecord>), HttpError> {
+) -> Result<Records, HttpError> {
     let fetcher = Fetcher::new(settings)?;
     let shape = |url: &Url| {
         let url = url.to_string();
@@ -612,10 +613,13 @@ async fn read_records_inner(
     let user_paths = key_paths(&user_keys).map_err(shape(&settings.users.url))?;
 
     let mut users: Vec<SourceRecord> = Vec::with_capacity(users_raw.len());
+    let mut disabled_users: Vec<SourceRecord> = Vec::new();
     let mut user_ids: Vec<Option<String>> = Vec::new();
     let id_path = compile(&settings.user_id).map_err(shape(&settings.users.url))?;
     for raw in &users_raw {
         if absent(settings, &raw.value).map_err(shape(&settings.users.url))? {
+            // Not in the directory; its externalId tells a delete why.
+            disabled_users.push(to_record(raw, &user_paths));
             continue;
         }
         users.push(to_record(raw, &user_paths));
@@ -703,14 +707,60 @@ async fn read_records_inner(
     tracing::info!(
         users = users.len(),
         customers = customers.as_ref().map(Vec::len),
+        disabled = disabled_users.len(),
         "HTTP read complete."
     );
-    Ok((customers, users))
+    Ok(Records {
+        customers,
+        users,
+        disabled_users,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Users at `http://127.0.0.1:PORT/users` (`{"Resources": users}`), served until the test ends.
+    async fn serve(users: Value) -> String {
+        let app = axum::Router::new().route(
+            "/users",
+            axum::routing::get(move || {
+                let users = users.clone();
+                async move { axum::Json(serde_json::json!({ "Resources": users })) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/users", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn inactive_users_are_not_in_the_directory_but_named_as_disabled() {
+        use serde_json::json;
+        let user = |x: &str, active: bool| json!({"externalId": x, "org": "hr-acme", "email": format!("{x}@acme.example"), "active": active});
+        let url = serve(json!([
+            user("hr-1", true),
+            user("hr-2", false),
+            // Inactive here, active there: active.
+            user("hr-3", false),
+            user("hr-3", true),
+            // Out of scope, or no externalId: nobody.
+            user("crm-4", false),
+            {"org": "hr-acme", "email": "x@acme.example", "active": false},
+        ]))
+        .await;
+        let mut config = crate::config::tests::parse(&format!(
+            "platform:\n  emulator:\n    state: state.json\nsource:\n  http:\n    users:\n      url: {url}\n      records: \"$.Resources[*]\"\n      pagination: {{ style: none }}\n    absent_when: {{ path: $.active, equals: false }}\nmapping:\n  customer:\n    external_id: $.org\n    name: $.org\n  user:\n    external_id: $.externalId\n    customer: $.org\n    email: $.email\n"
+        ))
+        .unwrap();
+        config.policy.external_id_prefix = Some("hr-".to_owned());
+        let d = crate::source::read_directory(&config).await.unwrap();
+        assert_eq!(d.users.keys().collect::<Vec<_>>(), ["hr-1", "hr-3"]);
+        assert_eq!(d.disabled_users.iter().collect::<Vec<_>>(), ["hr-2"]);
+        assert!(d.refused.is_empty(), "{:?}", d.refused);
+    }
 
     #[test]
     fn json_content_types() {

@@ -321,6 +321,28 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The externalIds of user records the source saw as disabled, under the
+    /// live records' rules for an externalId (a value a live record could
+    /// carry, in scope); a record the source found a problem with, or
+    /// without a usable externalId, names nobody. Disabled records are never
+    /// refused (they are not in the directory): an unusable one only leaves
+    /// its delete, if any, saying "absent". An externalId with a live record
+    /// too stays live. Runs after the live records.
+    fn disabled_users(&mut self, records: &[SourceRecord]) {
+        let key = &self.mapping.user.external_id;
+        for record in records.iter().filter(|r| r.problem.is_none()) {
+            let Some(x) = record.get(key) else {
+                continue;
+            };
+            if rule::EXTERNAL_ID.problem(x).is_none()
+                && self.policy.in_scope(Some(x))
+                && !self.directory.users.contains_key(x)
+            {
+                self.directory.disabled_users.insert(x.to_owned());
+            }
+        }
+    }
+
     /// What a refused user record was about is unknown this run. Without a
     /// usable externalId, who it was is unknown, and so who is absent:
     /// deletes are withheld.
@@ -495,7 +517,10 @@ impl From<SourceError> for UserError {
 }
 
 /// Builds the directory from user records and, when the customers have a
-/// file of their own, customer records.
+/// file of their own, customer records. `disabled_user_records` are the user
+/// records the source saw as disabled and left out of `user_records`: their
+/// externalIds land in `Directory::disabled_users` (see there); they count
+/// toward nothing else.
 ///
 /// Refused records are kept in `Directory::refused` (their keys in
 /// `Directory::unknown`) while they stay within the policy's cap; past it the
@@ -505,6 +530,7 @@ impl From<SourceError> for UserError {
 pub fn build_directory(
     customer_records: Option<&[SourceRecord]>,
     user_records: &[SourceRecord],
+    disabled_user_records: &[SourceRecord],
     mapping: &Mapping,
     policy: &Policy,
     kind: KeyKind,
@@ -519,6 +545,7 @@ pub fn build_directory(
         b.customer_records(records)?;
     }
     b.user_records(user_records, customer_records.is_none())?;
+    b.disabled_users(disabled_user_records);
 
     let total = user_records.len() + customer_records.map_or(0, <[_]>::len);
     let cap = policy
@@ -594,6 +621,7 @@ mod tests {
         build_directory(
             None,
             records,
+            &[],
             &config.mapping,
             &config.policy,
             KeyKind("column"),
@@ -639,6 +667,47 @@ mod tests {
         let d = build(&c, &[user(2, "u1"), user(3, "u\0 2")]).unwrap();
         assert_eq!(d.deletes_withheld.len(), 1);
         assert!(d.unknown.user_external_ids.is_empty());
+    }
+
+    #[test]
+    fn disabled_records_name_their_users_under_the_live_rules_and_a_live_record_wins() {
+        let c = config(&format!("{ROLES}policy:\n  external_id_prefix: \"hr-\"\n"));
+        let mut back = user(2, "hr-back");
+        back.values
+            .insert("customer_id".into(), "hr-acme".to_owned());
+        let mut cut = user(7, "hr-cut");
+        cut.problem = Some("the row may be cut short".to_owned());
+        let mut no_id = user(8, "hr-none");
+        no_id.values.remove("id");
+        let disabled = [
+            user(3, "hr-gone"),
+            user(4, "hr-back"),
+            user(5, "crm-other"),
+            user(6, "hr-\0nul"),
+            cut,
+            no_id,
+            // Disabled records are never refused: a bad email does not matter.
+            record(9, &[("id", "hr-bare")]),
+        ];
+        let d = build_directory(
+            None,
+            &[back],
+            &disabled,
+            &c.mapping,
+            &c.policy,
+            KeyKind("column"),
+        )
+        .unwrap();
+        assert_eq!(
+            d.disabled_users.iter().collect::<Vec<_>>(),
+            ["hr-bare", "hr-gone"],
+            "hr-back has a live record; out of scope, unusable or cut: nobody"
+        );
+        assert!(d.users.contains_key("hr-back"));
+        assert!(!d.users.contains_key("hr-gone"));
+        assert!(d.refused.is_empty(), "{:?}", d.refused);
+        assert!(d.unknown.user_external_ids.is_empty());
+        assert!(!d.withholds_deletes());
     }
 
     #[test]
@@ -703,7 +772,8 @@ mod tests {
             index: 7,
         };
         http.values.insert("name".into(), "Eve\u{1b}[2J".to_owned());
-        let d = build_directory(None, &[http], &c.mapping, &c.policy, KeyKind("path")).unwrap();
+        let d =
+            build_directory(None, &[http], &[], &c.mapping, &c.policy, KeyKind("path")).unwrap();
         assert_eq!(
             refusals(&d),
             ["https://hr.example/users record 7: name (path name): contains a control character (U+001B) at character 4; control characters are refused"]

@@ -13,7 +13,7 @@ pub mod mapping;
 use std::path::PathBuf;
 
 use crate::config::{Config, SourceSettings};
-use crate::directory::{Directory, Origin, RefusedRecord};
+use crate::directory::{Directory, Origin, RefusedRecord, SourceRecord};
 use mapping::{build_directory, customer_keys, user_keys, KeyKind};
 
 /// Why a source could not be read. Each names the file and, where there is
@@ -96,6 +96,18 @@ pub enum SourceError {
     Http(#[from] http::HttpError),
 }
 
+/// What an LDAP or HTTP read hands the mapping step.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// Customer records, when customers are records of their own.
+    pub customers: Option<Vec<SourceRecord>>,
+    /// The user records: everyone the directory holds.
+    pub users: Vec<SourceRecord>,
+    /// User records the source saw as disabled and left out of `users`; only
+    /// their externalIds are used (`Directory::disabled_users`).
+    pub disabled_users: Vec<SourceRecord>,
+}
+
 /// Reads the configured source into a directory.
 pub async fn read_directory(config: &Config) -> Result<Directory, SourceError> {
     let directory = read(config).await?;
@@ -136,6 +148,7 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
                 let mut directory = build_directory(
                     customers.as_deref(),
                     &users.records,
+                    &users.disabled,
                     &mapping,
                     &policy,
                     KeyKind("column"),
@@ -151,20 +164,22 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
             .map_err(|e| SourceError::Task(e.to_string()))?
         }
         SourceSettings::Http(settings) => {
-            let (customers, users) = http::read_records(settings, &config.mapping).await?;
+            let read = http::read_records(settings, &config.mapping).await?;
             build_directory(
-                customers.as_deref(),
-                &users,
+                read.customers.as_deref(),
+                &read.users,
+                &read.disabled_users,
                 &config.mapping,
                 &config.policy,
                 KeyKind("path"),
             )
         }
         SourceSettings::Ldap(settings) => {
-            let (customers, users) = ldap::read_records(settings, &config.mapping).await?;
+            let read = ldap::read_records(settings, &config.mapping).await?;
             build_directory(
-                Some(&customers),
-                &users,
+                read.customers.as_deref(),
+                &read.users,
+                &read.disabled_users,
                 &config.mapping,
                 &config.policy,
                 KeyKind("attribute"),

@@ -210,6 +210,7 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
             labels: labels(if changed { "trial" } else { tier })
                 .into_iter()
                 .collect(),
+            updated_at: None,
         });
     }
     for k in 0..extra {
@@ -232,6 +233,7 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
             external_id: Some(x),
             description: String::new(),
             labels: vec!["dirsync".to_owned(), "bronze".to_owned()],
+            updated_at: None,
         });
         want.delete_customers += 1;
     }
@@ -300,6 +302,7 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
                     .expect("role"),
                 customer_id: customer_id(&customer),
                 customer_external_id: Some(customer),
+                updated_at: None,
             });
         }
         if in_dir {

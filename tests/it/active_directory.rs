@@ -401,3 +401,57 @@ fn a_sync_from_active_directory_converges_and_then_reports_no_changes() {
     );
     assert!(text.contains("No changes."), "{text}");
 }
+
+#[test]
+fn a_delete_of_an_account_disabled_by_user_account_control_says_disabled() {
+    let dc = SambaDc::shared();
+    // Globex: Dave and José enabled, Erin disabled (66050). A first sync
+    // that does not read userAccountControl puts Erin on the platform too.
+    let mut ad = Ad::ancestor(dc);
+    ad.users_base = format!("OU=Globex,{CUSTOMERS_BASE}");
+    let config = ad.yaml().replace(
+        "policy:\n  max_shrink_percent: 100\n",
+        "policy:\n  max_shrink_percent: 100\n  delete_users: { max_count: 10, max_percent: 100 }\n",
+    );
+    let unread = config.replace(
+        "      ad_account_disable: true\n",
+        "      ad_account_disable: false\n",
+    );
+    assert_ne!(unread, config);
+    let dir = tempfile::tempdir().unwrap();
+    let sync = dc.dirsync_in(dir.path(), &unread, &["sync", "--output", "json"]);
+    let text = String::from_utf8_lossy(&sync.stdout);
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        json["outcomes"]["user"],
+        serde_json::json!({"create": {"applied": 3}}),
+        "{json}"
+    );
+
+    let erin = object_guid(dc, "(sAMAccountName=erin.evans)");
+    let plan = dc.dirsync_in(dir.path(), &config, &["plan", "--output", "json"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let ops = json["plan"]["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{json}");
+    assert_eq!(ops[0]["action"], "deleteUser");
+    assert_eq!(ops[0]["externalId"], erin.as_str());
+    assert_eq!(ops[0]["email"], "erin.evans@globex.example");
+    assert_eq!(ops[0]["why"], "disabled", "{json}");
+
+    let plan = dc.dirsync_in(dir.path(), &config, &["plan"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains(&format!(
+            "  - user {erin}  erin.evans@globex.example in customer "
+        )) && text.contains("(disabled in the directory)"),
+        "{text}"
+    );
+}

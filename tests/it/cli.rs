@@ -521,3 +521,164 @@ fn dirsync_test_checks_both_sides_and_changes_nothing() {
     assert!(text.contains("+ source: "), "{text}");
     assert!(text.contains("FAILED"), "{text}");
 }
+
+/// The quickstart synced once, then `remove` of its CSV rows taken out.
+fn synced_quickstart_without(remove: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    let first = dirsync(&["sync", "-c", c], dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let csv = dir.path().join("config/example-users.csv");
+    let text: String = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .filter(|l| !remove.iter().any(|id| l.starts_with(&format!("{id},"))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    (dir, config)
+}
+
+#[test]
+fn dry_run_with_allow_deletes_previews_what_the_flag_would_let_through() {
+    // 3 of 20 users gone: 15%, over the 10% delete budget.
+    let (dir, config) = synced_quickstart_without(&["E1001", "E1002", "E1003"]);
+    let c = config.to_str().unwrap();
+    let state = dir.path().join(".dirsync-state/emulator.json");
+    let before = std::fs::read(&state).unwrap();
+
+    let blocked = dirsync(&["sync", "--dry-run", "-c", c], dir.path());
+    assert_eq!(blocked.status.code(), Some(3), "{}", stdout(&blocked));
+    assert!(
+        stdout(&blocked)
+            .contains("to lift: review the user deletes, then run once with --allow-deletes"),
+        "{}",
+        stdout(&blocked)
+    );
+
+    for args in [
+        &["sync", "--dry-run", "--allow-deletes", "-c", c][..],
+        &["plan", "--allow-deletes", "-c", c][..],
+    ] {
+        let preview = dirsync(args, dir.path());
+        let shown = stdout(&preview);
+        assert_eq!(preview.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(!shown.contains("BLOCKED"), "{args:?}: {shown}");
+        assert!(
+            shown.contains("  - user E1001  ada.lovelace@acme.example in customer acme  (absent from the directory)"),
+            "{shown}"
+        );
+        assert!(
+            stderr(&preview).contains("lifts the delete budgets in this preview"),
+            "{}",
+            stderr(&preview)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "a preview sends nothing"
+    );
+}
+
+#[test]
+fn a_shrink_block_never_advises_allow_deletes_when_it_was_given() {
+    // 5 of 20 users gone: a shrink of 25%, over max_shrink_percent (20).
+    let (dir, config) = synced_quickstart_without(&["E1001", "E1002", "E1003", "E1004", "E1005"]);
+    let c = config.to_str().unwrap();
+    let run = dirsync(&["sync", "--allow-deletes", "-c", c], dir.path());
+    let shown = stdout(&run);
+    assert_eq!(run.status.code(), Some(3), "{shown}");
+    assert!(shown.contains("policy.max_shrink_percent (20%)"), "{shown}");
+    assert!(
+        shown.contains("to lift: if the directory really shrank, raise policy.max_shrink_percent to at least 25"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("run once with --allow-deletes"),
+        "the flag was given and does not lift a shrink: {shown}"
+    );
+    assert!(
+        !stderr(&run).contains("every planned delete will be sent"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[test]
+fn a_refused_record_is_warned_about_and_counted_though_the_sync_succeeds() {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    let csv = dir.path().join("config/example-users.csv");
+    let text = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("grace.hopper@acme.example", "grace.hopper-at-acme");
+    std::fs::write(&csv, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(["sync", "-c", c])
+        .current_dir(dir.path())
+        .env("DIRSYNC_LOG", "info")
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&run), stderr(&run));
+    assert_eq!(run.status.code(), Some(0), "{out}{err}");
+    // Line 4 of the file holds E1003 (the header is line 1).
+    let warning = err
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("Record refused"))
+        .unwrap_or_else(|| panic!("no WARN line for the refused record: {err}"));
+    assert!(warning.contains("example-users.csv:4"), "{warning}");
+    assert!(
+        out.contains("Refused records (what they name is neither updated nor deleted):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 23 to create, 0 to update, 0 to delete; 1 refused record (see above)."),
+        "{out}"
+    );
+    let summary = err
+        .lines()
+        .find(|l| l.contains("Run finished."))
+        .unwrap_or_else(|| panic!("no summary line: {err}"));
+    assert!(summary.contains("refused=1"), "{summary}");
+
+    let json = dirsync(&["plan", "-c", c, "--output", "json"], dir.path());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json["plan"]["refused"].as_array().map(Vec::len), Some(1));
+    assert_eq!(json["refusedRecords"], 1);
+}
+
+#[test]
+fn refused_record_warnings_stop_at_the_cap_and_count_the_rest() {
+    let (dir, config) = quickstart();
+    let c = config.to_str().unwrap();
+    // 25 users with bad emails in customer acme; the refused-records cap is
+    // raised so that the run goes on.
+    let csv = dir.path().join("config/example-users.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    for i in 0..25 {
+        text.push_str(&format!(
+            "X{i},bad-{i},Bad {i},,staff,acme,Acme Rockets,gold\n"
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let yaml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("    max_count: 10\n", "    max_count: 100\n")
+        .replace("    max_percent: 1\n", "    max_percent: 100\n");
+    std::fs::write(&config, yaml).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(["plan", "-c", c])
+        .current_dir(dir.path())
+        .env("DIRSYNC_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    let one_by_one = err.lines().filter(|l| l.contains("Record refused")).count();
+    assert_eq!(one_by_one, 20, "{err}");
+    assert!(
+        err.contains("5 more records refused (not logged one by one)"),
+        "{err}"
+    );
+}

@@ -583,8 +583,12 @@ async fn a_scim_server_with_several_pages_syncs_and_converges() {
     .await
     .unwrap();
     assert!(
-        matches!(third.plan.operations[..], [dirsync::plan::Operation::DeleteUser { ref external_id, .. }] if external_id == "hr-5"),
-        "{:?}",
+        matches!(
+            third.plan.operations[..],
+            [dirsync::plan::Operation::DeleteUser { ref external_id, why: dirsync::plan::DeleteReason::Disabled, .. }]
+                if external_id == "hr-5"
+        ),
+        "the deactivated SCIM user is deleted as disabled: {:?}",
         third.plan.operations
     );
 }

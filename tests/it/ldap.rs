@@ -492,6 +492,64 @@ async fn a_sync_from_ldap_converges_and_then_reports_no_changes() {
 }
 
 #[tokio::test]
+async fn a_locked_account_is_deleted_as_disabled_and_a_removed_one_as_absent() {
+    use dirsync::plan::DeleteReason;
+    let ldap = tls_server();
+    let setup = Setup::new(&ldap);
+    let emu = start_emulator(None).await;
+    sync_cleanly(&setup, &emu).await;
+
+    // alice is locked (disabled.attribute_present: pwdAccountLockedTime);
+    // bob's entry is removed.
+    ldap.load_ldif_str(
+        "dn: uid=alice.anders,ou=Acme,ou=customers,dc=example,dc=com\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n\ndn: uid=bob.baker,ou=Acme,ou=customers,dc=example,dc=com\nchangetype: delete\n",
+    );
+    let r = run_against(&setup, &emu, Mode::Plan).await.unwrap();
+    let deletes: BTreeMap<&str, DeleteReason> = r
+        .plan
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::DeleteUser { email, why, .. } => Some((email.as_str(), *why)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        BTreeMap::from([
+            ("alice.anders@acme.example", DeleteReason::Disabled),
+            ("bob.baker@acme.example", DeleteReason::Absent),
+        ]),
+        "{:?}",
+        r.plan.operations
+    );
+    assert_eq!(r.plan.operations.len(), 2, "{:?}", r.plan.operations);
+    let text = dirsync::plan::render::text(&r.plan);
+    assert!(
+        text.contains("alice.anders@acme.example in customer ")
+            && text.contains("(disabled in the directory)")
+            && text.contains("(absent from the directory)"),
+        "{text}"
+    );
+
+    // Unlocked again, she is an enabled account: no delete at all.
+    ldap.load_ldif_str(
+        "dn: uid=alice.anders,ou=Acme,ou=customers,dc=example,dc=com\nchangetype: modify\ndelete: pwdAccountLockedTime\n",
+    );
+    let r = run_against(&setup, &emu, Mode::Plan).await.unwrap();
+    let deleted: Vec<&str> = r
+        .plan
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::DeleteUser { email, .. } => Some(email.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, ["bob.baker@acme.example"]);
+}
+
+#[tokio::test]
 async fn a_preferred_suffix_picks_among_several_values_and_binary_values_do_not_panic() {
     let ldap = tls_server();
     // A JPEG-like binary value on a mapped attribute: never text, so absent.

@@ -93,6 +93,7 @@ fn pcustomer(pid: &str, x: Option<&str>, name: &str) -> PlatformCustomer {
         name: name.to_owned(),
         description: String::new(),
         labels: Vec::new(),
+        updated_at: None,
     }
 }
 
@@ -107,6 +108,7 @@ fn puser(pid: &str, x: Option<&str>, email: &str, customer: &PlatformCustomer) -
         role: role("Member").into(),
         customer_id: customer.id.clone(),
         customer_external_id: customer.external_id.clone(),
+        updated_at: None,
     }
 }
 
@@ -490,7 +492,7 @@ Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 1 users.
 Drift the platform cannot update in place:
   ! user ada: email changed: ada@old.test -> ada@new.test (recreated (see -/+ above))
 
-Plan: 1 to create, 0 to update, 1 to delete.
+Plan: 1 to create, 0 to update, 1 to delete; 1 drift item (see above).
 ",
     );
     let Operation::RecreateUser { old_id, create, .. } = &p.operations[0] else {
@@ -537,7 +539,7 @@ Directory: 2 customers, 1 users. Managed on the platform: 2 customers, 1 users.
 Drift the platform cannot update in place:
   ! user ada: moved to another customer: acme -> globex (recreated (see -/+ above))
 
-Plan: 1 to create, 0 to update, 1 to delete.
+Plan: 1 to create, 0 to update, 1 to delete; 1 drift item (see above).
 ",
     );
 }
@@ -586,7 +588,7 @@ Directory: 1 customers, 1 users. Managed on the platform: 1 customers, 2 users.
 Conflicts (nothing is sent for these):
   ! user ada: cannot recreate it with email new@acme.test: that email belongs to user \"bob\"
 
-Plan: 0 to create, 0 to update, 1 to delete.
+Plan: 0 to create, 0 to update, 1 to delete; 1 conflict (see above).
 ",
     );
     let after = simulate_apply(&p, &s);
@@ -831,9 +833,98 @@ Refused records (what they name is neither updated nor deleted):
   ! users.csv:3: email (column email): invalid email \"ada@\"
   ! users.csv:4: externalId (column id): missing required value
 
-Plan: 0 to create, 0 to update, 1 to delete.
+Plan: 0 to create, 0 to update, 1 to delete; 2 refused records (see above).
 ",
     );
+}
+
+#[test]
+fn a_delete_says_disabled_when_the_directory_holds_the_account_disabled() {
+    use dirsync::plan::DeleteReason;
+    // old is disabled in the directory, gone is not in it at all; bob is
+    // disabled too but a refused record names him; ada is disabled in one
+    // record and enabled in another (the mapping leaves such a user out of
+    // `disabled_users`; were it there, her live record still wins).
+    let mut d = directory(
+        vec![customer("acme", "Acme")],
+        vec![user("ada", "acme", "ada@acme.test")],
+    );
+    d.disabled_users = ["ada", "bob", "gil", "old"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    d.unknown.user_external_ids.insert("bob".to_owned());
+    let acme = pcustomer("C1", Some("acme"), "Acme");
+    let globex = pcustomer("C2", Some("globex"), "Globex");
+    let users = vec![
+        puser("U1", Some("ada"), "ada@acme.test", &acme),
+        puser("U2", Some("old"), "old@acme.test", &acme),
+        puser("U3", Some("gone"), "gone@acme.test", &acme),
+        puser("U4", Some("bob"), "bob@acme.test", &acme),
+        puser("U5", Some("gil"), "gil@globex.test", &globex),
+    ];
+    let s = snapshot(vec![acme, globex], users);
+    let policy = Policy {
+        delete_customers: delete_customers_enabled(),
+        ..Policy::default()
+    };
+    let p = make_plan(&d, &s, &policy);
+    assert_golden(
+        &render::text(&p),
+        "\
+Directory: 1 customers, 1 users. Managed on the platform: 2 customers, 5 users.
+
+  - user gone  gone@acme.test in customer acme  (absent from the directory)
+  - user old  old@acme.test in customer acme  (disabled in the directory)
+  - customer globex  \"Globex\"  (absent from the directory)  PERMANENT: also deletes its 1 user(s) and 0 instance(s)
+
+Kept (not deleted):
+  = user bob: a refused record names it; its state in the directory is unknown
+
+Plan: 0 to create, 0 to update, 3 to delete.
+",
+    );
+    let why: Vec<(&str, DeleteReason)> = p
+        .operations
+        .iter()
+        .filter_map(|op| match op {
+            Operation::DeleteUser {
+                external_id, why, ..
+            }
+            | Operation::DeleteCustomer {
+                external_id, why, ..
+            } => Some((external_id.as_str(), *why)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        why,
+        [
+            ("gone", DeleteReason::Absent),
+            ("old", DeleteReason::Disabled),
+            ("globex", DeleteReason::Absent),
+        ],
+        "gil goes with globex: a customer's delete says nothing of its users"
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["operations"][1]["why"], "disabled", "{json}");
+    assert_eq!(json["operations"][0]["why"], "absent", "{json}");
+    // Pure: the same inputs, the same plan.
+    assert_eq!(make_plan(&d, &s, &policy), p);
+
+    // Without the disabled set, every delete is an absence, as before.
+    d.disabled_users.clear();
+    let again = make_plan(&d, &s, &policy);
+    assert!(again.operations.iter().all(|op| matches!(
+        op,
+        Operation::DeleteUser {
+            why: DeleteReason::Absent,
+            ..
+        } | Operation::DeleteCustomer {
+            why: DeleteReason::Absent,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -898,6 +989,7 @@ fn golden_plan_json() {
       "id": "U1",
       "externalId": "ada",
       "email": "ada@acme.test",
+      "customerExternalId": "acme",
       "changes": [
         {
           "field": "role",
@@ -1175,6 +1267,7 @@ fn create_customer(s: &mut Snapshot, c: &CustomerCreate, pid: PlatformId) {
         name,
         description: c.description.clone().unwrap_or_default(),
         labels: lowercase(c.labels.as_deref().unwrap_or_default()),
+        updated_at: None,
     });
 }
 
@@ -1241,6 +1334,7 @@ fn create_user(s: &mut Snapshot, u: &UserCreate, pid: PlatformId) {
         role: role.into(),
         customer_id: customer.id,
         customer_external_id: customer.external_id,
+        updated_at: None,
     });
 }
 
@@ -1548,6 +1642,7 @@ mod properties {
                 name: name.to_owned(),
                 description: TEXTS[r.description].to_owned(),
                 labels: r.labels.iter().map(|l| LABELS[*l].to_lowercase()).collect(),
+                updated_at: None,
             });
         }
         if !snap.customers.is_empty() {
@@ -1573,6 +1668,7 @@ mod properties {
                     role: role(ROLES[r.role]).into(),
                     customer_id: c.id.clone(),
                     customer_external_id: c.external_id.clone(),
+                    updated_at: None,
                 };
                 snap.users.push(user);
             }

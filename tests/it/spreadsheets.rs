@@ -212,6 +212,65 @@ fn a_user_whose_row_turns_inactive_is_planned_as_a_delete() {
     assert!(stored_users(dir.path()).contains_key("1007"), "not deleted");
 }
 
+/// A row `absent_when` matches still says whose row it is: the delete of
+/// Tony Hoare (set Inactive) says he is disabled, the delete of Ada Lovelace
+/// (her row removed) that she is absent.
+#[test]
+fn the_plan_says_a_user_whose_row_turns_inactive_is_disabled_and_one_whose_row_went_absent() {
+    let policy =
+        "policy:\n  delete_users: { max_count: 10, max_percent: 100 }\n  max_shrink_percent: 100\n";
+    let dir = setup("bamboohr.csv", ABSENT_WHEN, &format!("{MAPPING}{policy}"));
+    let first = dirsync(&["sync", "-c", "dirsync.yaml"], dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", shown(&first));
+
+    let text = String::from_utf8(fixture("bamboohr.csv")).unwrap();
+    let ada = "1001,Ada,Lovelace,ada.lovelace@acme.example,Engineering,Active,2019-03-01,\r\n";
+    assert_eq!(text.matches(ada).count(), 1);
+    assert_eq!(text.matches(", active ,").count(), 1);
+    let edited = text.replace(ada, "").replace(", active ,", ",Inactive,");
+    std::fs::write(dir.path().join("users.csv"), edited).unwrap();
+
+    let out = dirsync(&["plan", "-c", "dirsync.yaml"], dir.path());
+    let shown_text = shown(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown_text}");
+    assert!(
+        shown_text.contains(
+            "  - user 1001  ada.lovelace@acme.example in customer Engineering  (absent from the directory)\n"
+        ),
+        "{shown_text}"
+    );
+    assert!(
+        shown_text.contains(
+            "  - user 1007  tony.hoare@acme.example in customer Sales  (disabled in the directory)\n"
+        ),
+        "{shown_text}"
+    );
+    // Barbara (1004) and Ken (1005) are inactive too, but were never on
+    // the platform: nothing to say about them.
+    assert!(!shown_text.contains("1004"), "{shown_text}");
+
+    let (_, json) = plan_json(dir.path());
+    assert_eq!(operations(&json), ["deleteUser 1001", "deleteUser 1007"]);
+    let why: Vec<&str> = json["plan"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["why"].as_str().unwrap())
+        .collect();
+    assert_eq!(why, ["absent", "disabled"], "{json}");
+
+    // A disabled row is no record: Tony stays out even with a bad email, and
+    // a disabled row of an externalId that has an enabled row is not his.
+    let both = text.replace(ada, "").replace(
+        "1007,Tony,Hoare,tony.hoare@acme.example,Sales, active ,2022-11-07,",
+        "1007,Tony,Hoare,tony.hoare@acme.example,Sales, active ,2022-11-07,\r\n1007,Tony,Hoare,tony(at)acme.example,Sales,Inactive,2022-11-07,",
+    );
+    std::fs::write(dir.path().join("users.csv"), both).unwrap();
+    let (_, json) = plan_json(dir.path());
+    assert_eq!(operations(&json), ["deleteUser 1001"], "{json}");
+    assert_eq!(refused(&json).len(), 1, "only line 6's bad email: {json}");
+}
+
 #[test]
 fn line_numbers_are_exact_for_crlf_blank_lines_and_quoted_newlines() {
     // BOM + CRLF: the bad email after a quoted newline and a blank line is on line 6.

@@ -57,6 +57,7 @@ impl<'a> Planner<'a> {
                 name: actual.name.clone(),
                 users: usize::try_from(holdings.users).unwrap_or(usize::MAX),
                 instances: holdings.instances,
+                // Sources say nothing of disabled customers.
                 why: DeleteReason::Absent,
             });
         }
@@ -126,7 +127,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Step 5: managed users the directory no longer holds, except the
-    /// users of the customers step 4 deletes (that delete takes them).
+    /// users of the customers step 4 deletes (that delete takes them). Each
+    /// delete says why: the directory holds the user as disabled
+    /// (`Directory::disabled_users`), or not at all.
     pub(in crate::plan) fn user_deletes(&mut self) {
         let directory = self.directory;
         let unknown = &directory.unknown;
@@ -146,12 +149,18 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             }
+            // The source saw it disabled (and nowhere enabled), or not at all.
+            let why = if directory.disabled_users.contains(x) {
+                DeleteReason::Disabled
+            } else {
+                DeleteReason::Absent
+            };
             self.out.operations.push(Operation::DeleteUser {
                 id: actual.id.clone(),
                 external_id: x.to_owned(),
                 email: actual.email.clone(),
                 customer_external_id: actual.customer_external_id.clone(),
-                why: DeleteReason::Absent,
+                why,
             });
         }
     }

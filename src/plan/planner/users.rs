@@ -67,6 +67,7 @@ impl<'a> Planner<'a> {
                 id: actual.id.clone(),
                 external_id: x.to_owned(),
                 email: actual.email.clone(),
+                customer_external_id: actual.customer_external_id.clone(),
                 changes,
                 patch,
             });
@@ -157,6 +158,7 @@ impl<'a> Planner<'a> {
                     id: owner.id.clone(),
                     external_id: x.to_owned(),
                     email: owner.email.clone(),
+                    customer_external_id: owner.customer_external_id.clone(),
                     changes,
                     patch,
                 });

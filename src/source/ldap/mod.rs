@@ -2,8 +2,10 @@
 //! on ldap://) with verification always on (`tls`), paged searches (RFC
 //! 2696) read to the end (`search`), ranged attributes read to the end
 //! (`range`), customers found by one of three strategies, and disabled
-//! accounts left out. Any result other than success ends the read as a
-//! failure, so a partial directory can never turn into deletes.
+//! accounts left out (those the read sees are handed on as disabled
+//! records, for the reason a delete gives). Any result other than success
+//! ends the read as a failure, so a partial directory can never turn into
+//! deletes.
 
 mod dn;
 mod range;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, SearchEntry};
 use secrecy::ExposeSecret;
 
-use super::SourceError;
+use super::{Records, SourceError};
 use crate::config::{CustomerStrategy, LdapKind, LdapSettings, Mapping};
 use crate::directory::{Origin, SourceRecord};
 
@@ -140,13 +142,18 @@ async fn connect(settings: &LdapSettings) -> Result<Ldap, LdapError> {
 }
 
 /// Active Directory's `objectGUID` (16 bytes, the first three fields little
-/// endian) as the canonical UUID string.
-pub fn object_guid_to_string(bytes: &[u8]) -> Option<String> {
-    let b: [u8; 16] = bytes.try_into().ok()?;
-    Some(format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
-    ))
+/// endian) as the canonical UUID string: lowercase, hyphenated. A value of
+/// any other length is no GUID: the error says how long it was.
+pub fn object_guid_to_string(bytes: &[u8]) -> Result<String, String> {
+    if bytes.len() != 16 {
+        return Err(format!(
+            "objectGUID is {} bytes long, not the 16 of a GUID",
+            bytes.len()
+        ));
+    }
+    uuid::Uuid::from_slice_le(bytes)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|e| format!("objectGUID is not a GUID: {e}"))
 }
 
 /// Active Directory's `userAccountControl`: is the ACCOUNTDISABLE bit (0x2) set?
@@ -188,16 +195,22 @@ impl Attrs {
             .unwrap_or_default()
     }
 
+    /// The first `objectGUID` value, if any, as the canonical UUID string
+    /// or why it is none.
+    fn object_guid(&self) -> Option<Result<String, String>> {
+        self.binary
+            .get("objectguid")
+            .and_then(|v| v.first())
+            .map(|b| object_guid_to_string(b))
+    }
+
     /// One value for a single field: the first, or the first ending in the
-    /// preferred suffix for that attribute.
+    /// preferred suffix for that attribute. An `objectGUID` that is no GUID
+    /// is no value (`record` says why).
     fn one(&self, name: &str, prefer: &BTreeMap<String, String>) -> Option<String> {
         let key = name.to_lowercase();
         if key == "objectguid" {
-            return self
-                .binary
-                .get(&key)
-                .and_then(|v| v.first())
-                .and_then(|b| object_guid_to_string(b));
+            return self.object_guid().and_then(Result::ok);
         }
         let values = self.text.get(&key)?;
         let chosen = prefer
@@ -220,15 +233,18 @@ fn record(
     prefer: &BTreeMap<String, String>,
 ) -> SourceRecord {
     let mut values = BTreeMap::new();
+    let mut problem = None;
     for key in keys {
         if let Some(v) = attrs.one(key, prefer) {
             values.insert(key.clone(), v);
+        } else if key.eq_ignore_ascii_case("objectGUID") {
+            problem = attrs.object_guid().and_then(Result::err);
         }
     }
     SourceRecord {
         origin: Origin::Entry { dn: dn.to_owned() },
         values,
-        problem: None,
+        problem,
     }
 }
 
@@ -256,13 +272,14 @@ fn membership_request(settings: &LdapSettings, attribute: &str) -> String {
 }
 
 /// Reads customers and users from the directory server as source records:
-/// customer records, and user records whose `mapping.user.customer` key holds
+/// customer records, user records whose `mapping.user.customer` key holds
 /// the customer's externalId (or a problem when it matches several, or none
-/// with `unassigned_users: refuse`).
+/// with `unassigned_users: refuse`), and the disabled accounts the read saw
+/// as disabled records.
 pub async fn read_records(
     settings: &LdapSettings,
     mapping: &Mapping,
-) -> Result<(Vec<SourceRecord>, Vec<SourceRecord>), SourceError> {
+) -> Result<Records, SourceError> {
     let deadline = settings.read_deadline;
     match tokio::time::timeout(deadline, read_records_inner(settings, mapping)).await {
         Ok(result) => result.map_err(SourceError::from),
@@ -282,7 +299,7 @@ struct CustomerEntry {
 async fn read_records_inner(
     settings: &LdapSettings,
     mapping: &Mapping,
-) -> Result<(Vec<SourceRecord>, Vec<SourceRecord>), LdapError> {
+) -> Result<Records, LdapError> {
     let mut ldap = connect(settings).await?;
     let mut tally = search::Tally::default();
     let prefer = &settings.prefer_suffix;
@@ -355,6 +372,9 @@ async fn read_records_inner(
         _ => {}
     }
     let user_extra: Vec<&str> = user_extra.iter().map(String::as_str).collect();
+    // Accounts that `disabled.filter` excludes are never returned: the read
+    // cannot tell them from accounts that are gone, so their deletes say
+    // "absent from the directory".
     let filter = match &settings.disabled.filter {
         Some(disabled) => format!("(&{}(!{}))", settings.users_filter, disabled),
         None => settings.users_filter.clone(),
@@ -383,20 +403,25 @@ async fn read_records_inner(
     tracing::info!(
         customers = customer_records.len(),
         users = users.records.len(),
-        skipped_disabled = users.disabled,
+        skipped_disabled = users.disabled.len(),
         unassigned_absent = users.unassigned,
         references_ignored = tally.references_ignored,
         range_requests = tally.range_requests,
         "LDAP read complete."
     );
-    Ok((customer_records, users.records))
+    Ok(Records {
+        customers: Some(customer_records),
+        users: users.records,
+        disabled_users: users.disabled,
+    })
 }
 
 /// The user records of a read, and what was left out.
 struct Placed {
     records: Vec<SourceRecord>,
-    /// Disabled accounts (absent).
-    disabled: usize,
+    /// Disabled accounts (not in the directory), as records: the mapping
+    /// reads their externalId (formatted as for enabled accounts).
+    disabled: Vec<SourceRecord>,
     /// Users in no customer, absent by `unassigned_users: absent`.
     unassigned: usize,
 }
@@ -435,7 +460,7 @@ fn place_users(
     let customer_key: Arc<str> = Arc::from(mapping.user.customer.as_str());
     let mut placed = Placed {
         records: Vec::with_capacity(user_entries.len()),
-        disabled: 0,
+        disabled: Vec::new(),
         unassigned: 0,
     };
     for entry in user_entries {
@@ -453,7 +478,9 @@ fn place_users(
                 !attrs.all(a).is_empty() || attrs.binary.contains_key(&a.to_lowercase())
             });
         if disabled_by_uac || disabled_by_attribute {
-            placed.disabled += 1;
+            placed
+                .disabled
+                .push(record(&entry.dn, &attrs, &shared_user_keys, prefer));
             continue;
         }
         let mut matches: Vec<usize> = match &settings.customers {
@@ -555,9 +582,19 @@ mod tests {
         ];
         assert_eq!(
             object_guid_to_string(&bytes).as_deref(),
-            Some("0f3b6c1a-2b5d-4e8f-9a01-23456789abcd")
+            Ok("0f3b6c1a-2b5d-4e8f-9a01-23456789abcd")
         );
-        assert_eq!(object_guid_to_string(&bytes[..15]), None);
+        assert_eq!(
+            object_guid_to_string(&bytes[..15]),
+            Err("objectGUID is 15 bytes long, not the 16 of a GUID".to_owned())
+        );
+        assert!(object_guid_to_string(&[]).is_err());
+        // Every byte in its place, uppercase hex never.
+        let all: Vec<u8> = (0xf0..=0xff).collect();
+        assert_eq!(
+            object_guid_to_string(&all).as_deref(),
+            Ok("f3f2f1f0-f5f4-f7f6-f8f9-fafbfcfdfeff")
+        );
     }
 
     #[test]
