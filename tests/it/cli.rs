@@ -1,44 +1,11 @@
 //! The real `dirsync` binary: the quickstart flow, exit codes, JSON output,
 //! config errors, and a sync killed part-way that the next run converges.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-fn dirsync(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(args)
-        .current_dir(cwd)
-        .env("DIRSYNC_LOG", "warn")
-        .output()
-        .expect("dirsync runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A copy of the quickstart (config/example.yaml and its CSV) in a temp dir.
-fn quickstart() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("config");
-    std::fs::create_dir(&conf).unwrap();
-    for f in ["example.yaml", "example-users.csv"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f),
-            conf.join(f),
-        )
-        .unwrap();
-    }
-    let config = conf.join("example.yaml");
-    (dir, config)
-}
 
 #[test]
 fn the_quickstart_creates_then_reports_no_changes_then_shows_exactly_an_edit() {

@@ -4,12 +4,14 @@
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+
+use crate::support::quickstart;
 
 const QUESTION: &str = "Enter a value: ";
 
@@ -121,21 +123,6 @@ impl OnTerminal {
         }
         (status.code().unwrap_or(-1), self.screen())
     }
-}
-
-/// A copy of the quickstart (the built-in emulator and its CSV).
-fn quickstart() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("config");
-    std::fs::create_dir(&conf).unwrap();
-    for f in ["example.yaml", "example-users.csv"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f),
-            conf.join(f),
-        )
-        .unwrap();
-    }
-    (dir, conf.join("example.yaml"))
 }
 
 fn plan_exit_code(config: &str, cwd: &Path) -> i32 {

@@ -340,16 +340,7 @@ impl Drop for Daemon {
 fn the_quickstart_runs_as_a_daemon_notifies_systemd_and_stops_on_sigterm_with_exit_0() {
     // config/example.yaml as shipped: the built-in emulator, a schedule with
     // run_at_start, the state under .dirsync-state/.
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("config");
-    std::fs::create_dir(&conf).unwrap();
-    for f in ["example.yaml", "example-users.csv"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f),
-            conf.join(f),
-        )
-        .unwrap();
-    }
+    let (dir, _) = quickstart();
     let mut daemon = Daemon::start(dir.path(), "config/example.yaml");
     daemon.expect_ready();
     let status = daemon.expect_run_status();

@@ -5,7 +5,7 @@
 //! 127.0.0.1, the first two through the real binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use dirsync::apply::Quiet;
@@ -51,15 +51,6 @@ const MAPPING: &str = "mapping:
 ";
 
 // ---- through the real binary, with the built-in emulator and its state file ----
-
-fn dirsync(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(args)
-        .current_dir(cwd)
-        .env("DIRSYNC_LOG", "warn")
-        .output()
-        .expect("dirsync runs")
-}
 
 fn shown(o: &Output) -> String {
     format!(

@@ -6,28 +6,11 @@
 //! approval `apply` honours.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{json, Value};
 
 use crate::support::*;
-
-fn dirsync(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(args)
-        .current_dir(cwd)
-        .env("DIRSYNC_LOG", "warn")
-        .output()
-        .expect("dirsync runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Runs dirsync and checks its exit code, showing both streams when it differs.
 fn expect(code: i32, args: &[&str], cwd: &Path) -> Output {

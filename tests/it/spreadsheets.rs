@@ -4,9 +4,9 @@
 //! inactive rows planned as users, line numbers one too low in CRLF files and
 //! after blank lines, a duplicate externalId naming the header line.
 
-use crate::support::stored_users_by;
+use crate::support::{dirsync, stored_users_by};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -48,15 +48,6 @@ fn setup(fixture_name: &str, csv_settings: &str, rest: &str) -> tempfile::TempDi
     .unwrap();
     std::fs::write(dir.path().join("users.csv"), fixture(fixture_name)).unwrap();
     dir
-}
-
-fn dirsync(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dirsync"))
-        .args(args)
-        .current_dir(cwd)
-        .env("DIRSYNC_LOG", "warn")
-        .output()
-        .expect("dirsync runs")
 }
 
 fn shown(o: &Output) -> String {

@@ -250,3 +250,40 @@ pub fn stored_users_by(
         })
         .collect()
 }
+
+/// Runs the real binary in `cwd` (logs at WARN), standard input closed.
+pub fn dirsync(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(args)
+        .current_dir(cwd)
+        .env("DIRSYNC_LOG", "warn")
+        .output()
+        .expect("dirsync runs")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A copy of the quickstart (config/example.yaml, which runs the built-in
+/// emulator, and its CSV) in a temp dir; returns the dir and the config.
+pub fn quickstart() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("config");
+    std::fs::create_dir(&conf).unwrap();
+    for f in ["example.yaml", "example-users.csv"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(f),
+            conf.join(f),
+        )
+        .unwrap();
+    }
+    let config = conf.join("example.yaml");
+    (dir, config)
+}
