@@ -56,5 +56,6 @@ bash systemd/check.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+cargo bench --locked --bench throughput -- small
 # Last, as it installs the package on this machine (and removes it again).
 bash tests/package.sh

@@ -1,0 +1,857 @@
+//! `cargo bench --bench throughput`: wall time and API requests of a sync
+//! against the in-process emulator behind the platform's rate limit (a
+//! request ceiling per second, past which it answers 429 with `Retry-After: 1`, and
+//! 50 ms of latency on every request), dirsync side by side with a
+//! **sequential peer**: the approach of the platform's own example script,
+//! written here with reqwest and raw GraphQL (not dirsync's client). For each
+//! directory record the peer looks it up by externalId
+//! (`customers(externalId: X)`, `users(externalId: X, customer_Isnull: false)`)
+//! and creates it, or updates it when it differs; one request at a time,
+//! sleeping out each 429's `Retry-After`.
+//!
+//! Cases (arguments select them; none runs all):
+//! - `case1`: first sync of 10 customers / 200 users at ceilings of 10, 20
+//!   and 40 requests/s (dirsync with its default config: it is not told the ceiling);
+//! - `case2`: first sync of 50 / 2,000 at 20 req/s: dirsync default, dirsync
+//!   with `platform.requests_per_second: 20`, the peer;
+//! - `case3`: 1% drift on 5,000 / 100,000 at 20 req/s (the emulator seeded
+//!   to match the CSV except 1,000 users whose phone differs): dirsync default
+//!   and rps 20; the peer only when it would finish in reasonable time;
+//! - `case4`: steady state 50 / 2,000 at 20 req/s: dirsync default and rps 20, the peer;
+//! - `small`: only case 1 at 40 req/s with 10 / 50 (for CI, well under a minute).
+//!
+//! Checks (exit 1 when violated): every run sends exactly the mutations the
+//! case needs and leaves the emulator holding exactly the directory's
+//! customers and users; after each run (dirsync's and the peer's) a
+//! `Mode::Plan` reconcile, with the faults lifted, gives an empty plan; a
+//! dirsync run is not blocked and has no failed operation.
+
+#[path = "support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dirsync::config::Config;
+use dirsync::emulator::{self, EmulatorOptions, Faults, Seed, SeedCustomer, SeedUser, Stats};
+use dirsync::run::{reconcile, Connection, Mode};
+use serde_json::{json, Value};
+use support::{load_average, CountingAlloc};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const TOKEN_VAR: &str = "DIRSYNC_BENCH_TOKEN";
+const TOKEN: &str = "throughput-bench-token";
+/// Added by the emulator to every request, as a real platform's round trip.
+const LATENCY_MS: u64 = 50;
+/// A peer run estimated to take longer than this is skipped (its figures computed).
+const PEER_LIMIT_SECS: f64 = 600.0;
+
+const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
+
+// ---------------------------------------------------------------------------
+// The directory: the same records as a CSV for dirsync and in memory for the peer.
+
+struct Person {
+    employee_id: String,
+    email: String,
+    name: String,
+    phone: String,
+    /// The source value (`admin`, `staff`) and the platform role it maps to.
+    role: (&'static str, &'static str),
+    customer: usize,
+}
+
+fn person(i: usize, customers: usize) -> Person {
+    Person {
+        employee_id: format!("E{i:07}"),
+        email: format!("person{i}@cust{:05}.example", i % customers),
+        name: format!("Person {i}"),
+        phone: if i % 3 == 0 {
+            String::new()
+        } else {
+            format!("+1 555 {i:07}")
+        },
+        role: if i % 10 == 0 {
+            ("admin", "Admin")
+        } else {
+            ("staff", "Member")
+        },
+        customer: i % customers,
+    }
+}
+
+/// The drifted users of case 3: one in a hundred (1,000 of 100,000).
+fn drifted(i: usize) -> bool {
+    i % 100 == 1
+}
+
+fn customer_key(c: usize) -> String {
+    format!("cust-{c:05}")
+}
+
+fn customer_name(c: usize) -> String {
+    format!("Customer {c:05} Ltd")
+}
+
+fn customer_labels(c: usize) -> Vec<String> {
+    vec!["dirsync".to_owned(), TIERS[c % 3].to_owned()]
+}
+
+/// What the emulator holds before the run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Nothing (a first sync).
+    Empty,
+    /// Exactly the directory (a steady state).
+    Matching,
+    /// The directory, but the users [`drifted`] picks carry another phone.
+    Drifted,
+}
+
+/// Writes the CSV; returns the seed for `start` and the number of
+/// operations the case needs (creates, or the drifted users' updates).
+fn write_inputs(
+    path: &Path,
+    customers: usize,
+    users: usize,
+    start: Start,
+) -> std::io::Result<(Option<Seed>, u64)> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "employee_id,email,full_name,phone,role,customer_id,customer_name,customer_tier"
+    )?;
+    let mut seed = Seed::default();
+    let mut needed = 0;
+    if start != Start::Empty {
+        for c in 0..customers {
+            seed.customers.push(SeedCustomer {
+                name: customer_name(c),
+                external_id: Some(customer_key(c)),
+                description: String::new(),
+                labels: customer_labels(c),
+                system: false,
+                instances: Vec::new(),
+            });
+        }
+    }
+    for i in 0..users {
+        let p = person(i, customers);
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            p.employee_id,
+            p.email,
+            p.name,
+            p.phone,
+            p.role.0,
+            customer_key(p.customer),
+            customer_name(p.customer),
+            TIERS[p.customer % 3]
+        )?;
+        if start == Start::Empty {
+            continue;
+        }
+        let phone = if start == Start::Drifted && drifted(i) {
+            needed += 1;
+            format!("+44 20 {i:07}")
+        } else {
+            p.phone
+        };
+        seed.users.push(SeedUser {
+            email: p.email,
+            name: p.name,
+            phone,
+            external_id: Some(p.employee_id),
+            customer: customer_key(p.customer),
+            role: p.role.1.to_owned(),
+            marketplace: false,
+        });
+    }
+    out.flush()?;
+    Ok(match start {
+        Start::Empty => (None, (customers + users) as u64),
+        _ => (Some(seed), needed),
+    })
+}
+
+/// The config of `config/example.yaml`'s mapping; `requests_per_second`
+/// left at its default unless given.
+fn config_text(url: &str, requests_per_second: Option<u32>) -> String {
+    let rps = requests_per_second
+        .map(|r| format!("  requests_per_second: {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "\
+platform:
+  url: {url}
+  token: {{ env: {TOKEN_VAR} }}
+{rps}source:
+  csv:
+    users_file: users.csv
+mapping:
+  customer:
+    external_id: customer_id
+    name: customer_name
+    labels: [customer_tier]
+    static_labels: [dirsync]
+  user:
+    external_id: employee_id
+    customer: customer_id
+    email: email
+    name: full_name
+    phone: phone
+    role: role
+  roles:
+    map:
+      admin: Admin
+      manager: Admin
+      staff: Member
+    default: Member
+"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The sequential peer.
+
+struct Peer {
+    http: reqwest::Client,
+    api: String,
+    /// Requests it sent, 429s included.
+    sent: u64,
+    throttled: u64,
+}
+
+const ROLES: &str = "query Roles { customerRoles { id name } }";
+const FIND_CUSTOMER: &str = "query FindCustomer($externalId: String!) { customers(externalId: $externalId, first: 1) { nodes { id name labels } } }";
+const CREATE_CUSTOMER: &str = "mutation CreateCustomer($input: CreateCustomerInput!) { createCustomer(input: $input) { customer { id } errors { field messages } } }";
+const UPDATE_CUSTOMER: &str = "mutation UpdateCustomer($input: UpdateCustomerInput!) { updateCustomer(input: $input) { customer { id } errors { field messages } } }";
+const FIND_USER: &str = "query FindUser($externalId: String!) { users(externalId: $externalId, customer_Isnull: false, first: 1) { nodes { id name phone role { name } customer { id } } } }";
+const CREATE_USER: &str = "mutation CreateUser($input: CreateCustomerUserInput!) { createCustomerUser(input: $input) { user { id } errors { field messages } } }";
+const UPDATE_USER: &str = "mutation UpdateUser($input: UpdateUserInput!) { updateUser(input: $input) { user { id } errors { field messages } } }";
+
+impl Peer {
+    fn new(url: &str) -> Result<Peer, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("peer: HTTP client: {e}"))?;
+        Ok(Peer {
+            http,
+            api: format!("{url}/api"),
+            sent: 0,
+            throttled: 0,
+        })
+    }
+
+    /// One GraphQL request; a 429 is waited out (its `Retry-After`, 1 s
+    /// when absent or not in seconds) and sent again.
+    async fn gql(&mut self, query: &str, variables: Value) -> Result<Value, String> {
+        let body = json!({ "query": query, "variables": variables });
+        loop {
+            self.sent += 1;
+            let response = self
+                .http
+                .post(&self.api)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("peer: request failed: {e}"))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                self.throttled += 1;
+                let wait = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("peer: HTTP {status}"));
+            }
+            let answer: Value = response
+                .json()
+                .await
+                .map_err(|e| format!("peer: response is not JSON: {e}"))?;
+            if let Some(errors) = answer.get("errors").and_then(Value::as_array) {
+                if !errors.is_empty() {
+                    return Err(format!("peer: GraphQL errors: {errors:?}"));
+                }
+            }
+            return Ok(answer["data"].clone());
+        }
+    }
+
+    /// A mutation whose payload (`data[field]`) must carry no `errors`;
+    /// returns the id of `data[field][object]`.
+    async fn mutate(
+        &mut self,
+        query: &str,
+        field: &str,
+        object: &str,
+        input: Value,
+    ) -> Result<String, String> {
+        let data = self.gql(query, json!({ "input": input })).await?;
+        let payload = &data[field];
+        if let Some(errors) = payload["errors"].as_array() {
+            if !errors.is_empty() {
+                return Err(format!("peer: {field} refused: {errors:?}"));
+            }
+        }
+        payload[object]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("peer: {field} returned no {object} id"))
+    }
+
+    /// The whole sync: roles, then each customer, then each user.
+    async fn sync(&mut self, customers: usize, users: usize) -> Result<(), String> {
+        let roles = self.gql(ROLES, json!({})).await?;
+        let role_ids: BTreeMap<String, String> = roles["customerRoles"]
+            .as_array()
+            .ok_or("peer: no customerRoles")?
+            .iter()
+            .filter_map(|r| Some((r["name"].as_str()?.to_owned(), r["id"].as_str()?.to_owned())))
+            .collect();
+
+        let mut customer_ids = Vec::with_capacity(customers);
+        for c in 0..customers {
+            let (key, name, labels) = (customer_key(c), customer_name(c), customer_labels(c));
+            let found = self
+                .gql(FIND_CUSTOMER, json!({ "externalId": key }))
+                .await?;
+            let id = match found["customers"]["nodes"].get(0) {
+                None | Some(Value::Null) => {
+                    self.mutate(
+                        CREATE_CUSTOMER,
+                        "createCustomer",
+                        "customer",
+                        json!({ "name": name, "externalId": key, "labels": labels }),
+                    )
+                    .await?
+                }
+                Some(node) => {
+                    let id = node["id"].as_str().ok_or("peer: customer without id")?;
+                    let mut have: Vec<String> = node["labels"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|l| l.as_str().map(str::to_lowercase))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    have.sort();
+                    let mut want = labels.clone();
+                    want.sort();
+                    if node["name"].as_str() != Some(name.as_str()) || have != want {
+                        self.mutate(
+                            UPDATE_CUSTOMER,
+                            "updateCustomer",
+                            "customer",
+                            json!({ "id": id, "name": name, "labels": labels }),
+                        )
+                        .await?;
+                    }
+                    id.to_owned()
+                }
+            };
+            customer_ids.push(id);
+        }
+
+        for i in 0..users {
+            let p = person(i, customers);
+            let role = role_ids
+                .get(p.role.1)
+                .ok_or_else(|| format!("peer: no role {}", p.role.1))?;
+            let found = self
+                .gql(FIND_USER, json!({ "externalId": p.employee_id }))
+                .await?;
+            match found["users"]["nodes"].get(0) {
+                None | Some(Value::Null) => {
+                    self.mutate(
+                        CREATE_USER,
+                        "createCustomerUser",
+                        "user",
+                        json!({
+                            "customer": customer_ids[p.customer],
+                            "email": p.email,
+                            "role": role,
+                            "name": p.name,
+                            "phone": p.phone,
+                            "externalId": p.employee_id,
+                        }),
+                    )
+                    .await?;
+                }
+                Some(node) => {
+                    let differs = node["name"].as_str() != Some(p.name.as_str())
+                        || node["phone"].as_str() != Some(p.phone.as_str())
+                        || node["role"]["name"].as_str() != Some(p.role.1);
+                    if differs {
+                        let id = node["id"].as_str().ok_or("peer: user without id")?;
+                        self.mutate(
+                            UPDATE_USER,
+                            "updateUser",
+                            "user",
+                            json!({ "id": id, "name": p.name, "phone": p.phone, "role": role }),
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One measured run.
+
+#[derive(Clone, Copy)]
+enum Contender {
+    /// dirsync; `Some(n)` sets `platform.requests_per_second: n`.
+    Dirsync(Option<u32>),
+    Peer,
+}
+
+impl Contender {
+    fn label(self) -> String {
+        match self {
+            Contender::Dirsync(None) => "dirsync (default config)".to_owned(),
+            Contender::Dirsync(Some(r)) => format!("dirsync, requests_per_second {r}"),
+            Contender::Peer => "sequential peer".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Spec {
+    case: &'static str,
+    customers: usize,
+    users: usize,
+    ceiling: u32,
+    start: Start,
+    contender: Contender,
+}
+
+impl Spec {
+    /// ceil(C/100) + ceil(U/100) + 2: a full read of both lists in pages of
+    /// 100, plus `authenticatedUser` and `customerRoles`.
+    fn pages(&self) -> u64 {
+        self.customers.div_ceil(100) as u64 + self.users.div_ceil(100) as u64 + 2
+    }
+
+    fn needed(&self) -> u64 {
+        match self.start {
+            Start::Empty => (self.customers + self.users) as u64,
+            Start::Matching => 0,
+            Start::Drifted => (0..self.users).filter(|&i| drifted(i)).count() as u64,
+        }
+    }
+
+    /// The peer's requests when nothing is refused: `customerRoles`, one
+    /// lookup per record, one mutation per needed operation.
+    fn peer_requests(&self) -> u64 {
+        1 + (self.customers + self.users) as u64 + self.needed()
+    }
+}
+
+enum Measured {
+    Ran {
+        wall: Duration,
+        stats: Stats,
+        /// The contender's own count of requests sent (429s included).
+        client_sent: u64,
+    },
+    Skipped {
+        estimate_secs: f64,
+        requests: u64,
+    },
+}
+
+struct Row {
+    spec: Spec,
+    measured: Measured,
+}
+
+fn fmt_int(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// After a run, with the faults lifted: the emulator holds exactly the
+/// directory's records, and dirsync (its own connection, no client-side
+/// ceiling to speak of) plans nothing.
+async fn converged(
+    spec: &Spec,
+    running: &emulator::RunningEmulator,
+    dir: &Path,
+) -> Result<(), String> {
+    running.handle.set_faults(Faults::default());
+    let state = running.handle.state();
+    let customers = state
+        .customers
+        .values()
+        .filter(|c| !c.is_system && c.external_id.is_some())
+        .count();
+    let users = state
+        .users
+        .values()
+        .filter(|u| u.customer_id.is_some() && !u.marketplace && u.external_id.is_some())
+        .count();
+    if (customers, users) != (spec.customers, spec.users) {
+        return Err(format!(
+            "the emulator holds {customers} customers / {users} users, the directory {} / {}",
+            spec.customers, spec.users
+        ));
+    }
+    let config = Config::parse(
+        &config_text(&running.url(), Some(1000)),
+        &dir.join("check.yaml"),
+    )
+    .map_err(|e| format!("check config: {e}"))?;
+    let connection = Connection::open(&config.platform)
+        .await
+        .map_err(|e| format!("check connection: {e}"))?;
+    let check = reconcile(&config, &connection, Mode::Plan, &dirsync::apply::Quiet)
+        .await
+        .map_err(|e| format!("check plan: {e}"))?;
+    connection.close().await.map_err(|e| e.to_string())?;
+    let plan = &check.plan;
+    if !plan.is_empty() || !plan.drift.is_empty() || !plan.conflicts.is_empty() {
+        return Err(format!(
+            "not converged: the plan afterwards has {:?} operations, {} drift, {} conflicts",
+            plan.counts(),
+            plan.drift.len(),
+            plan.conflicts.len()
+        ));
+    }
+    Ok(())
+}
+
+async fn measure(spec: Spec) -> Result<Row, String> {
+    if let Contender::Peer = spec.contender {
+        // Sequential: at most one request per round trip, and never above the ceiling.
+        let rate = f64::from(spec.ceiling).min(1000.0 / LATENCY_MS as f64);
+        let requests = spec.peer_requests();
+        let estimate_secs = requests as f64 / rate;
+        if estimate_secs > PEER_LIMIT_SECS {
+            return Ok(Row {
+                spec,
+                measured: Measured::Skipped {
+                    estimate_secs,
+                    requests,
+                },
+            });
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (seed, needed) = write_inputs(
+        &dir.path().join("users.csv"),
+        spec.customers,
+        spec.users,
+        spec.start,
+    )
+    .map_err(|e| format!("writing the inputs: {e}"))?;
+    assert_eq!(needed, spec.needed(), "the case's needed operations");
+    let mut options = EmulatorOptions::local(TOKEN);
+    options.seed = seed;
+    options.faults = Faults {
+        rate_limit_per_sec: Some(spec.ceiling),
+        latency_ms: LATENCY_MS,
+        retry_after_secs: Some(1),
+        ..Faults::default()
+    };
+    let running = emulator::start(options)
+        .await
+        .map_err(|e| format!("emulator: {e}"))?;
+    // A second with nothing sent, so the run starts with the ceiling unspent.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    running.handle.reset_stats();
+
+    let (wall, client_sent) = match spec.contender {
+        Contender::Dirsync(rps) => {
+            let config = Config::parse(
+                &config_text(&running.url(), rps),
+                &dir.path().join("dirsync.yaml"),
+            )
+            .map_err(|e| format!("config: {e}"))?;
+            let connection = Connection::open(&config.platform)
+                .await
+                .map_err(|e| format!("connection: {e}"))?;
+            let started = Instant::now();
+            let result = reconcile(
+                &config,
+                &connection,
+                Mode::Apply {
+                    allow_deletes: false,
+                },
+                &dirsync::apply::Quiet,
+            )
+            .await
+            .map_err(|e| format!("reconcile: {e}"))?;
+            let wall = started.elapsed();
+            connection.close().await.map_err(|e| e.to_string())?;
+            if !result.blocked.is_empty() {
+                return Err(format!("blocked: {:?}", result.blocked));
+            }
+            if result.plan.operations.len() as u64 != needed {
+                return Err(format!(
+                    "planned {} operations, the case needs {needed}",
+                    result.plan.operations.len()
+                ));
+            }
+            if let Some(report) = &result.report {
+                if report.failed() > 0 || report.stopped.is_some() {
+                    return Err(format!(
+                        "{} operations failed or skipped (stopped: {:?})",
+                        report.failed(),
+                        report.stopped
+                    ));
+                }
+            }
+            (wall, result.requests.sent)
+        }
+        Contender::Peer => {
+            let mut peer = Peer::new(&running.url())?;
+            let started = Instant::now();
+            peer.sync(spec.customers, spec.users).await?;
+            (started.elapsed(), peer.sent)
+        }
+    };
+    let stats = running.handle.stats();
+    if stats.mutations != needed {
+        return Err(format!(
+            "{} mutations executed, the case needs {needed}",
+            stats.mutations
+        ));
+    }
+    converged(&spec, &running, dir.path()).await?;
+    running.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(Row {
+        spec,
+        measured: Measured::Ran {
+            wall,
+            stats,
+            client_sent,
+        },
+    })
+}
+
+fn print_run(row: &Row) {
+    let s = &row.spec;
+    match &row.measured {
+        Measured::Ran {
+            wall,
+            stats,
+            client_sent,
+        } => {
+            let ops = stats
+                .operations
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "case {} C={} U={} ceiling {}/s, {}: {}, {} requests ({} answered 429, {} mutations; its own count {}), max in flight {}; {}",
+                s.case,
+                s.customers,
+                s.users,
+                s.ceiling,
+                s.contender.label(),
+                secs(*wall),
+                stats.requests,
+                stats.throttled,
+                stats.mutations,
+                client_sent,
+                stats.max_in_flight,
+                ops
+            );
+        }
+        Measured::Skipped {
+            estimate_secs,
+            requests,
+        } => println!(
+            "case {} C={} U={} ceiling {}/s, peer: skipped, would take ~{:.0} s ({} requests at the ceiling)",
+            s.case,
+            s.customers,
+            s.users,
+            s.ceiling,
+            estimate_secs,
+            fmt_int(*requests)
+        ),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| case | C / U | start | ceiling | contender | wall | requests | answered 429 | mutations | pages + mutations | bound | wall / bound |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let s = &row.spec;
+        let start = match s.start {
+            Start::Empty => "empty (first sync)",
+            Start::Matching => "matching (steady state)",
+            Start::Drifted => "1% drift",
+        };
+        let least = s.pages() + s.needed();
+        let bound = least as f64 / f64::from(s.ceiling);
+        let head = format!(
+            "| {} | {} / {} | {} | {}/s | {} |",
+            s.case,
+            fmt_int(s.customers as u64),
+            fmt_int(s.users as u64),
+            start,
+            s.ceiling,
+            s.contender.label()
+        );
+        match &row.measured {
+            Measured::Ran { wall, stats, .. } => println!(
+                "{head} {} | {} | {} | {} | {} + {} | {:.1} s | {:.2} |",
+                secs(*wall),
+                fmt_int(stats.requests),
+                fmt_int(stats.throttled),
+                fmt_int(stats.mutations),
+                fmt_int(s.pages()),
+                fmt_int(s.needed()),
+                bound,
+                wall.as_secs_f64() / bound
+            ),
+            Measured::Skipped {
+                estimate_secs,
+                requests,
+            } => println!(
+                "{head} skipped, would take ~{:.0} s | ~{} | | {} | {} + {} | {:.1} s | ~{:.1} |",
+                estimate_secs,
+                fmt_int(*requests),
+                fmt_int(s.needed()),
+                fmt_int(s.pages()),
+                fmt_int(s.needed()),
+                bound,
+                estimate_secs / bound
+            ),
+        }
+    }
+    println!();
+    println!("requests: every POST /api the emulator received (429s included); answered 429: those refused by the ceiling; mutations: mutation documents executed.");
+    println!("bound = (pages + mutations) / ceiling, with pages = ceil(C/100) + ceil(U/100) + 2 (both lists read in pages of 100, authenticatedUser, customerRoles) and mutations = the operations the case needs (C + U creates, the drifted users' updates, or 0): the time a client reading everything and sending one mutation per request needs at the ceiling.");
+}
+
+fn specs(filter: &[String]) -> Vec<Spec> {
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
+    let spec = |case, customers, users, ceiling, start, contender| Spec {
+        case,
+        customers,
+        users,
+        ceiling,
+        start,
+        contender,
+    };
+    let mut out = Vec::new();
+    if filter.iter().any(|f| f == "small") {
+        for contender in [Contender::Dirsync(None), Contender::Peer] {
+            out.push(spec("1 (small)", 10, 50, 40, Start::Empty, contender));
+        }
+    }
+    if wants("case1") {
+        for ceiling in [10, 20, 40] {
+            for contender in [Contender::Dirsync(None), Contender::Peer] {
+                out.push(spec("1", 10, 200, ceiling, Start::Empty, contender));
+            }
+        }
+    }
+    let trio = [
+        Contender::Dirsync(None),
+        Contender::Dirsync(Some(20)),
+        Contender::Peer,
+    ];
+    if wants("case2") {
+        for contender in trio {
+            out.push(spec("2", 50, 2_000, 20, Start::Empty, contender));
+        }
+    }
+    if wants("case3") {
+        for contender in trio {
+            out.push(spec("3", 5_000, 100_000, 20, Start::Drifted, contender));
+        }
+    }
+    if wants("case4") {
+        for contender in trio {
+            out.push(spec("4", 50, 2_000, 20, Start::Matching, contender));
+        }
+    }
+    out
+}
+
+fn main() {
+    // The config names the token's environment variable; set it before any
+    // thread exists.
+    std::env::set_var(TOKEN_VAR, TOKEN);
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let known = ["small", "case1", "case2", "case3", "case4"];
+    if let Some(unknown) = filter.iter().find(|f| !known.contains(&f.as_str())) {
+        eprintln!(
+            "throughput: unknown case {unknown:?}; give any of {} (none: case1 to case4)",
+            known.join(", ")
+        );
+        std::process::exit(2);
+    }
+    println!("load average at start: {}", load_average());
+    println!("emulator: {LATENCY_MS} ms latency per request, past the ceiling 429 with Retry-After: 1 (counted as src/emulator/faults.rs counts it by default)");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for spec in specs(&filter) {
+        match runtime.block_on(measure(spec)) {
+            Ok(row) => {
+                print_run(&row);
+                rows.push(row);
+            }
+            Err(e) => {
+                let what = format!(
+                    "case {} C={} U={} ceiling {}/s, {}: {e}",
+                    spec.case,
+                    spec.customers,
+                    spec.users,
+                    spec.ceiling,
+                    spec.contender.label()
+                );
+                eprintln!("throughput: {what}");
+                failures.push(what);
+            }
+        }
+    }
+    print_table(&rows);
+    println!("load average at end: {}", load_average());
+    if !failures.is_empty() {
+        eprintln!("throughput: {} run(s) failed their checks:", failures.len());
+        for f in &failures {
+            eprintln!("  {f}");
+        }
+        std::process::exit(1);
+    }
+    println!("checks passed: the mutations each case needs, exactly; the emulator holds the directory's customers and users; an empty plan afterwards (dirsync and peer); no blocked or failed dirsync run");
+}
