@@ -58,6 +58,11 @@ pub enum Command {
     /// check the token, resolve the role names, read the source and show
     /// counts and sample records. Sends no mutation. Exit 0 or 1.
     Test(ConfigArg),
+    /// Show who changed what, and when: every operation that sync, apply and
+    /// the service's runs applied (or tried), oldest first, from the state
+    /// directory's store (state_dir/dirsync.sqlite3). Changes nothing. Exit 0
+    /// (also when nothing is recorded yet), 1 error.
+    History(HistoryArgs),
     /// Serve a local stand-in for the platform's GraphQL API.
     Emulator(EmulatorArgs),
     /// Write the man pages and shell completions the package ships into DIR.
@@ -128,6 +133,21 @@ pub struct SyncArgs {
     /// first (only 'yes' applies); off a terminal it never asks.
     #[arg(short = 'y', long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only the operations on this externalId (a user's or a customer's; exact).
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+    /// Only operations since WHEN: an RFC 3339 time (2026-12-01T10:00:00Z),
+    /// a date (2026-12-01, UTC) or a span back from now (24h, 7d).
+    #[arg(long, value_name = "WHEN", value_parser = crate::state::history::parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             daemon::run(&args.config).await?;
             Ok(report::exit::OK)
         }
+        Command::History(args) => run_history(&args),
         Command::Emulator(args) => run_emulator(args).await,
         Command::GenerateAssets { dir } => {
             for file in daemon::assets::generate(&dir)? {
@@ -259,6 +280,9 @@ async fn run_reconcile(
     let result = decide_and_apply(&config, &connection, mode, output, yes, &cancel).await;
     if let Some(t) = textfile {
         t.finish(&result.as_ref().map(|(r, _)| r), cancel.is_cancelled());
+    }
+    if let (true, Ok((r, _))) = (mode.applies(), &result) {
+        crate::state::record_run(&config, crate::state::RunMode::Sync, r);
     }
     connection.close().await?;
     let (outcome, declined) = match result {
@@ -394,6 +418,47 @@ fn saved_plan_exit(result: Result<i32, saved_plan::SavedPlanError>) -> anyhow::R
             Ok(e.exit_code())
         }
     }
+}
+
+/// `history`: the recorded operations, as text lines or a JSON array.
+fn run_history(args: &HistoryArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&args.config.config)?;
+    let filter = crate::state::HistoryFilter {
+        external_id: args.external_id.clone(),
+        since: args.since,
+    };
+    let Some(entries) = crate::state::history::read_history(&config.state_dir, &filter)? else {
+        let path = crate::state::store_path(&config.state_dir);
+        match args.output {
+            Output::Text => write_stdout(&format!(
+                "no history yet ({} does not exist)\n",
+                path.display()
+            )),
+            Output::Json => {
+                eprintln!(
+                    "dirsync: no history yet ({} does not exist)",
+                    path.display()
+                );
+                write_stdout("[]\n");
+            }
+        }
+        return Ok(report::exit::OK);
+    };
+    match args.output {
+        Output::Text if entries.is_empty() => {
+            write_stdout("no recorded operations match\n");
+        }
+        Output::Text => {
+            let mut text = String::new();
+            for e in &entries {
+                text.push_str(&e.text_line());
+                text.push('\n');
+            }
+            write_stdout(&text);
+        }
+        Output::Json => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&entries)?)),
+    }
+    Ok(report::exit::OK)
 }
 
 /// The first SIGTERM or SIGINT cancels `cancel`; a second one leaves at once

@@ -214,6 +214,10 @@ impl ValueRule {
     /// Why `value` cannot be sent, if it cannot. The message never repeats
     /// the value (it may be a megabyte long, or hold what a terminal obeys).
     pub fn problem(&self, value: &str) -> Option<String> {
+        // Printable ASCII within the limit (nearly every value): nothing to say.
+        if value.len() <= self.max_chars && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
         let mut chars = 0usize;
         for c in value.chars() {
             chars += 1;

@@ -20,3 +20,4 @@ pub mod retry;
 pub mod run;
 pub mod saved_plan;
 pub mod source;
+pub mod state;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{default_attempts, default_connect_timeout, default_four, default_request_timeout};
+use super::{default_attempts, default_connect_timeout, default_request_timeout};
 use super::{resolve_against, Checker, ConfigError};
 use crate::platform::{AuthMethod, RetryPolicy, SecretSource, DEFAULT_REFRESH_MARGIN};
 
@@ -28,7 +28,7 @@ pub(super) struct RawPlatform {
     request_timeout_secs: u64,
     #[serde(default = "default_rps")]
     requests_per_second: u32,
-    #[serde(default = "default_four")]
+    #[serde(default = "default_concurrency")]
     max_concurrency: usize,
     #[serde(default = "default_attempts")]
     max_attempts: u32,
@@ -36,8 +36,14 @@ pub(super) struct RawPlatform {
     run_deadline_secs: u64,
 }
 
+/// The cap on the request rate: the client starts lower and finds the
+/// platform's own ceiling (about 20) under it.
 fn default_rps() -> u32 {
-    10
+    crate::platform::DEFAULT_RATE_CAP
+}
+
+fn default_concurrency() -> usize {
+    crate::platform::DEFAULT_MAX_CONCURRENCY
 }
 
 fn default_run_deadline() -> u64 {
@@ -122,6 +128,8 @@ pub struct PlatformSettings {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// A cap: the rate starts at 10 (or this, when lower) and finds the
+    /// platform's ceiling under it.
     pub requests_per_second: NonZeroU32,
     pub max_concurrency: usize,
     pub retry: RetryPolicy,
@@ -261,6 +269,25 @@ fn validate_auth(
 mod tests {
     use super::super::tests::{parse, MINIMAL};
     use std::time::Duration;
+
+    fn with_platform_key(line: &str) -> String {
+        MINIMAL.replace(
+            "  emulator:\n    state: state.json\n",
+            &format!("  emulator:\n    state: state.json\n  {line}\n"),
+        )
+    }
+
+    #[test]
+    fn the_rate_cap_defaults_to_50_and_concurrency_to_8() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.platform.requests_per_second.get(), 50);
+        assert_eq!(c.platform.max_concurrency, 8);
+        let c = parse(&with_platform_key("requests_per_second: 20")).unwrap();
+        assert_eq!(c.platform.requests_per_second.get(), 20);
+        let err = parse(&with_platform_key("requests_per_second: 0")).unwrap_err();
+        assert_eq!(err.key(), Some("platform.requests_per_second"), "{err}");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
 
     #[test]
     fn the_run_deadline_defaults_to_30_minutes_and_must_be_at_least_1_second() {

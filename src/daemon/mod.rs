@@ -578,7 +578,10 @@ async fn one_run(config: &Config, cancel: &CancellationToken) -> RunOutcome {
         tracing::warn!(error = %e, "Cannot stop the built-in emulator cleanly: {e}");
     }
     match result {
-        Ok(r) => RunOutcome::from_reconcile(&r, cancel.is_cancelled()),
+        Ok(r) => {
+            crate::state::record_run(config, crate::state::RunMode::Run, &r);
+            RunOutcome::from_reconcile(&r, cancel.is_cancelled())
+        }
         Err(e) => RunOutcome::from_error(&e),
     }
 }

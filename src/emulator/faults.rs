@@ -1,11 +1,21 @@
 //! Fault injection and request accounting: what tests and benchmarks set
 //! (latency, a request-rate ceiling answered with 429, a share of 500/503
-//! answers) and what they read back (requests per operation, 429s, 5xx).
+//! answers, a list changed mid-read) and what they read back (requests per
+//! operation, 429s, 5xx, peak concurrency).
+//!
+//! The ceiling is counted per principal (bearer token), as the platform's
+//! "about 20 requests per second per principal" is, and like a real
+//! limiter: by default a sliding one-second window (at most N requests
+//! answered in any second, the way Django REST framework's throttles keep a
+//! history of request times), or, given a burst, a token bucket (GCRA).
+//! Refused requests are not counted against the principal. The fixed
+//! one-second buckets used before let 2N through around a bucket boundary.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 /// Faults applied to `POST /api`, settable by flags and `PUT /admin/faults`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -13,8 +23,12 @@ use serde::{Deserialize, Serialize};
 pub struct Faults {
     /// Added to every request before it is answered.
     pub latency_ms: u64,
-    /// Requests accepted per second (fixed one-second windows); past it, 429.
+    /// Requests accepted per second and principal; past it, 429. Counted
+    /// in a sliding one-second window unless `rate_limit_burst` is set.
     pub rate_limit_per_sec: Option<u32>,
+    /// Makes the ceiling a token bucket (GCRA): up to this many requests at
+    /// once, refilled at `rate_limit_per_sec`.
+    pub rate_limit_burst: Option<u32>,
     /// The `Retry-After` sent with a 429 or 503, in seconds (default 1).
     pub retry_after_secs: Option<u64>,
     /// Send `Retry-After` as an HTTP-date instead of seconds.
@@ -30,6 +44,10 @@ pub struct Faults {
     /// The next N mutations are carried out, but answered with 503 as if the
     /// response had been lost on the way back (for idempotency tests).
     pub lose_next_mutation_responses: u32,
+    /// Once this many more list pages (`customers` or `users` queries) have
+    /// been answered, a customer and a customer user in it are created, as
+    /// another admin might while dirsync pages through the lists (0: never).
+    pub insert_after_list_pages: u32,
 }
 
 impl Faults {
@@ -83,34 +101,59 @@ impl Stats {
     }
 }
 
-/// A fixed one-second window counter for the request-rate ceiling.
-#[derive(Debug)]
-pub struct RateWindow {
-    started: Instant,
-    count: u32,
+/// The request-rate ceiling's memory: what each principal was let through.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    principals: HashMap<String, Principal>,
 }
 
-impl Default for RateWindow {
-    fn default() -> Self {
-        RateWindow {
-            started: Instant::now(),
-            count: 0,
-        }
-    }
+#[derive(Debug, Default)]
+struct Principal {
+    /// When the requests answered within the last second were admitted.
+    window: VecDeque<Instant>,
+    /// GCRA's theoretical arrival time: when the bucket is full again.
+    tat: Option<Instant>,
 }
 
-impl RateWindow {
-    /// Counts one request; false when it is over `limit` in this window.
-    pub fn admit(&mut self, limit: u32, now: Instant) -> bool {
-        if now.duration_since(self.started) >= Duration::from_secs(1) {
-            self.started = now;
-            self.count = 0;
-        }
-        if self.count >= limit {
+/// The sliding window's length: the ceiling is "per second".
+const WINDOW: Duration = Duration::from_secs(1);
+
+impl RateLimiter {
+    /// Counts one request of `principal`; false when it is over the ceiling.
+    pub fn admit(&mut self, principal: &str, limit: u32, burst: Option<u32>, now: Instant) -> bool {
+        if limit == 0 {
             return false;
         }
-        self.count += 1;
-        true
+        let p = match self.principals.get_mut(principal) {
+            Some(p) => p,
+            None => self.principals.entry(principal.to_owned()).or_default(),
+        };
+        match burst {
+            None => {
+                while p
+                    .window
+                    .front()
+                    .is_some_and(|&t| now.saturating_duration_since(t) >= WINDOW)
+                {
+                    p.window.pop_front();
+                }
+                if p.window.len() >= limit as usize {
+                    return false;
+                }
+                p.window.push_back(now);
+                true
+            }
+            Some(burst) => {
+                let interval = WINDOW / limit;
+                let tolerance = interval * burst.max(1).saturating_sub(1);
+                let tat = p.tat.map_or(now, |t| t.max(now));
+                if tat.saturating_duration_since(now) > tolerance {
+                    return false;
+                }
+                p.tat = Some(tat + interval);
+                true
+            }
+        }
     }
 }
 
@@ -122,15 +165,22 @@ pub enum Verdict {
     Fail(u16),
 }
 
-/// Decides whether a request is throttled, failed or served, consuming the
-/// deterministic counters first. `roll` is a uniform number in [0, 1).
-pub fn decide(faults: &mut Faults, window: &mut RateWindow, now: Instant, roll: f64) -> Verdict {
+/// Decides whether a request of `principal` is throttled, failed or
+/// served, consuming the deterministic counters first. `roll` is a uniform
+/// number in [0, 1).
+pub fn decide(
+    faults: &mut Faults,
+    limiter: &mut RateLimiter,
+    principal: &str,
+    now: Instant,
+    roll: f64,
+) -> Verdict {
     if faults.throttle_next > 0 {
         faults.throttle_next -= 1;
         return Verdict::Throttle;
     }
     if let Some(limit) = faults.rate_limit_per_sec {
-        if !window.admit(limit, now) {
+        if !limiter.admit(principal, limit, faults.rate_limit_burst, now) {
             return Verdict::Throttle;
         }
     }
@@ -142,6 +192,15 @@ pub fn decide(faults: &mut Faults, window: &mut RateWindow, now: Instant, roll: 
         return Verdict::Fail(faults.error_status());
     }
     Verdict::Serve
+}
+
+/// After a list page has been answered: whether the lists change now.
+pub fn insert_now(faults: &mut Faults) -> bool {
+    if faults.insert_after_list_pages > 0 {
+        faults.insert_after_list_pages -= 1;
+        return faults.insert_after_list_pages == 0;
+    }
+    false
 }
 
 /// After a mutation has been carried out: whether its response is "lost".
@@ -157,14 +216,68 @@ pub fn lose_response(faults: &mut Faults) -> bool {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn the_rate_ceiling_admits_limit_requests_per_window() {
-        let mut w = RateWindow::default();
+    fn the_sliding_window_admits_limit_requests_in_any_second() {
+        let mut l = RateLimiter::default();
         let t0 = Instant::now();
-        assert!(w.admit(2, t0));
-        assert!(w.admit(2, t0));
-        assert!(!w.admit(2, t0));
-        assert!(w.admit(2, t0 + Duration::from_secs(1)));
+        assert!(l.admit("a", 2, None, t0));
+        assert!(l.admit("a", 2, None, t0 + 600 * MS));
+        assert!(!l.admit("a", 2, None, t0 + 999 * MS));
+        // A refused request is not counted; the first admitted one has left.
+        assert!(l.admit("a", 2, None, t0 + 1000 * MS));
+        assert!(!l.admit("a", 2, None, t0 + 1500 * MS));
+        assert!(l.admit("a", 2, None, t0 + 1600 * MS));
+    }
+
+    #[test]
+    fn there_is_no_double_burst_at_a_second_boundary() {
+        // Fixed buckets let 2N through around a boundary; a sliding window never more than N.
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        let admitted = (0..40)
+            .filter(|i| l.admit("a", 10, None, t0 + 900 * MS + *i * 5 * MS))
+            .count();
+        assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn each_principal_has_its_own_ceiling() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        assert!(l.admit("a", 1, None, t0));
+        assert!(!l.admit("a", 1, None, t0));
+        assert!(l.admit("b", 1, None, t0));
+    }
+
+    #[test]
+    fn with_a_burst_the_ceiling_is_a_token_bucket() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        // Three at once, then one every 100 ms (10 a second).
+        for _ in 0..3 {
+            assert!(l.admit("a", 10, Some(3), t0));
+        }
+        assert!(!l.admit("a", 10, Some(3), t0));
+        assert!(!l.admit("a", 10, Some(3), t0 + 99 * MS));
+        assert!(l.admit("a", 10, Some(3), t0 + 100 * MS));
+        assert!(!l.admit("a", 10, Some(3), t0 + 150 * MS));
+        // Idle for a second: the bucket is full again, and no fuller.
+        let later = t0 + 1200 * MS;
+        let admitted = (0..10).filter(|_| l.admit("a", 10, Some(3), later)).count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn the_lists_change_once_after_the_given_pages() {
+        let mut f = Faults {
+            insert_after_list_pages: 2,
+            ..Faults::default()
+        };
+        assert!(!insert_now(&mut f));
+        assert!(insert_now(&mut f));
+        assert!(!insert_now(&mut f));
     }
 
     #[test]
@@ -175,11 +288,11 @@ mod tests {
             error_status: Some(500),
             ..Faults::default()
         };
-        let mut w = RateWindow::default();
+        let mut l = RateLimiter::default();
         let now = Instant::now();
-        assert_eq!(decide(&mut f, &mut w, now, 0.9), Verdict::Throttle);
-        assert_eq!(decide(&mut f, &mut w, now, 0.9), Verdict::Fail(500));
-        assert_eq!(decide(&mut f, &mut w, now, 0.9), Verdict::Serve);
+        assert_eq!(decide(&mut f, &mut l, "t", now, 0.9), Verdict::Throttle);
+        assert_eq!(decide(&mut f, &mut l, "t", now, 0.9), Verdict::Fail(500));
+        assert_eq!(decide(&mut f, &mut l, "t", now, 0.9), Verdict::Serve);
     }
 
     #[test]
@@ -188,10 +301,10 @@ mod tests {
             error_rate: 0.5,
             ..Faults::default()
         };
-        let mut w = RateWindow::default();
+        let mut l = RateLimiter::default();
         let now = Instant::now();
-        assert_eq!(decide(&mut f, &mut w, now, 0.2), Verdict::Fail(503));
-        assert_eq!(decide(&mut f, &mut w, now, 0.7), Verdict::Serve);
+        assert_eq!(decide(&mut f, &mut l, "t", now, 0.2), Verdict::Fail(503));
+        assert_eq!(decide(&mut f, &mut l, "t", now, 0.7), Verdict::Serve);
     }
 
     #[test]

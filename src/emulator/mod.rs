@@ -16,7 +16,7 @@ mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use faults::{Faults, Stats};
+pub use faults::{Faults, RateLimiter, Stats};
 pub use schema::sdl;
 pub use seed::{Seed, SeedCustomer, SeedOrgUser, SeedUser};
 pub use server::{start, AuthMeta, EmulatorHandle, EmulatorOptions, RunningEmulator};

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use axum::body::Bytes;
@@ -16,10 +15,10 @@ use axum::{Json, Router};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::faults::{decide, lose_response, Faults, RateWindow, Stats, Verdict};
+use super::faults::{decide, insert_now, lose_response, Faults, RateLimiter, Stats, Verdict};
 use super::schema::{build_schema, EmulatorSchema, SharedStore};
 use super::seed::Seed;
-use super::store::{State, Store};
+use super::store::{NewCustomerInput, NewUserInput, RoleKind, State, Store};
 use super::EmulatorError;
 
 /// How to start an emulator.
@@ -64,7 +63,7 @@ struct Shared {
     store: SharedStore,
     tokens: Mutex<Vec<String>>,
     faults: Mutex<Faults>,
-    window: Mutex<RateWindow>,
+    limiter: Mutex<RateLimiter>,
     stats: Mutex<Stats>,
     auth_meta: Option<AuthMeta>,
 }
@@ -139,7 +138,7 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulator, Emulator
         store,
         tokens: Mutex::new(options.tokens),
         faults: Mutex::new(options.faults),
-        window: Mutex::new(RateWindow::default()),
+        limiter: Mutex::new(RateLimiter::default()),
         stats: Mutex::new(Stats::default()),
         auth_meta: options.auth_meta,
     });
@@ -180,15 +179,50 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulator, Emulator
     })
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(token) = bearer(headers) else {
         return false;
     };
     guard(&shared.tokens).iter().any(|t| t == token)
+}
+
+/// What [`Faults::insert_after_list_pages`] does: one more customer, and a
+/// customer user in it, created as the newest records (so they sort last).
+fn insert_mid_read(store: &mut Store) {
+    let n = store.state().customers.len();
+    let role = store
+        .state()
+        .roles
+        .iter()
+        .find(|r| r.kind == RoleKind::Customer)
+        .map(|r| r.id.clone());
+    let created = store.create_customer(NewCustomerInput {
+        name: format!("Created mid-read {n}"),
+        description: None,
+        external_id: Some(format!("mid-read-{n}")),
+        labels: None,
+        allow_embedded_designer: None,
+    });
+    if let (Ok(customer), Some(role)) = (created, role) {
+        let _ = store.create_customer_user(NewUserInput {
+            customer: Some(customer.id),
+            email: format!("mid-read-{n}@example.com"),
+            role,
+            name: None,
+            phone: None,
+            external_id: Some(format!("mid-read-{n}")),
+        });
+    }
+    if let Err(e) = store.persist() {
+        tracing::warn!(error = %e, "Emulator: cannot save the state.");
+    }
 }
 
 fn unauthorized() -> Response {
@@ -267,11 +301,12 @@ async fn api(
     }
     let (verdict, faults) = {
         let mut faults = guard(&shared.faults);
-        let mut window = guard(&shared.window);
+        let mut limiter = guard(&shared.limiter);
         let verdict = decide(
             &mut faults,
-            &mut window,
-            Instant::now(),
+            &mut limiter,
+            bearer(&headers).unwrap_or_default(),
+            tokio::time::Instant::now(),
             rand::random::<f64>(),
         );
         (verdict, faults.clone())
@@ -299,6 +334,7 @@ async fn api(
             .into_response(),
     };
     let mut is_mutation = false;
+    let mut is_list = false;
     if let Some((ty, fields)) = root_fields(&request) {
         let mut stats = guard(&shared.stats);
         is_mutation = ty == OperationType::Mutation;
@@ -307,10 +343,14 @@ async fn api(
             _ => stats.queries += 1,
         }
         for f in fields {
+            is_list |= !is_mutation && (f == "customers" || f == "users");
             *stats.operations.entry(f).or_insert(0) += 1;
         }
     }
     let response = shared.schema.execute(request).await;
+    if is_list && insert_now(&mut guard(&shared.faults)) {
+        insert_mid_read(&mut guard(&shared.store));
+    }
     if is_mutation && lose_response(&mut guard(&shared.faults)) {
         guard(&shared.stats).server_errors += 1;
         return with_retry_after(

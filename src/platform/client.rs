@@ -2,9 +2,13 @@
 //! the platform's GraphQL API.
 //!
 //! Every request goes through [`PlatformClient::execute`]: one concurrency
-//! cap and one request-rate limit shared by the whole run, a fresh bearer
-//! token, the HTTP status classified into [`PlatformError`], and retries for
-//! what is retryable. Lists are read page by page until `hasNextPage` is false.
+//! cap and one pacer shared by the whole run (the rate found by
+//! [`super::rate`], under the configured cap), a fresh bearer token, the HTTP
+//! status classified into [`PlatformError`], and retries for what is
+//! retryable. A list's first page gives its `totalCount`; the other pages
+//! are then read by `offset`, several at a time, and put back in order
+//! ([`read_all_pages`]: any sign that the list changed meanwhile is an
+//! error, never a snapshot with holes).
 //!
 //! The client stops as a whole, never request by request:
 //!
@@ -29,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use graphql_client::GraphQLQuery;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -42,6 +46,7 @@ use url::Url;
 use super::auth::{AuthMethod, TokenProvider};
 use super::error::{PlatformError, StopReason};
 use super::operations::{self as ops, *};
+use super::rate::Pacer;
 use crate::model::{
     AuthenticatedUser, CustomerChanges, NewCustomer, NewCustomerUser, PlatformCustomer, PlatformId,
     PlatformUser, Role, Snapshot, UserChanges,
@@ -52,10 +57,18 @@ use crate::retry::{parse_retry_after, with_retries_or, RetryPolicy};
 pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// The whole-run deadline when none is configured: 30 minutes. Room for a
-/// steady-state read of a million users at 10 requests per second (about
-/// 10,000 pages, 17 minutes) or some 18,000 changes; a larger first sync
-/// goes on at the next run, which plans what is left.
+/// steady-state read of a million users at the platform's observed 20
+/// requests per second (about 10,000 pages, 9 minutes) or some 30,000
+/// changes; a larger first sync goes on at the next run, which plans what
+/// is left.
 pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// The default cap on requests per second (`platform.requests_per_second`).
+pub const DEFAULT_RATE_CAP: u32 = 50;
+
+/// The default number of requests in flight (`platform.max_concurrency`):
+/// enough to keep 40 requests a second going at 200 ms a round trip.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 
 /// 429s one request waits out before it fails; they do not count as attempts.
 pub const MAX_THROTTLED_WAITS: u32 = 100;
@@ -73,7 +86,9 @@ pub struct PlatformConfig {
     pub request_timeout: Duration,
     /// An extra PEM CA certificate to trust besides the system's roots.
     pub ca_file: Option<PathBuf>,
-    /// Client-side ceiling on requests per second for the whole run.
+    /// The cap on requests per second for the whole run: the rate starts
+    /// lower ([`super::INITIAL_RATE`]) and finds the platform's ceiling
+    /// under it (`super::rate`).
     pub requests_per_second: NonZeroU32,
     /// Requests in flight at once, for the whole run.
     pub max_concurrency: usize,
@@ -86,9 +101,10 @@ pub struct PlatformConfig {
 }
 
 impl PlatformConfig {
-    /// The defaults: 10 s connect timeout, 60 s request timeout, 10 requests
-    /// per second (under the platform's observed ~20), 4 in flight, pages of
-    /// 100, a run deadline of 30 minutes.
+    /// The defaults: 10 s connect timeout, 60 s request timeout, at most 50
+    /// requests per second (the rate starts at 10 and finds the platform's
+    /// ceiling, observed at ~20, under it), 8 in flight, pages of 100, a run
+    /// deadline of 30 minutes.
     pub fn new(url: Url, auth: AuthMethod) -> PlatformConfig {
         PlatformConfig {
             url,
@@ -96,8 +112,8 @@ impl PlatformConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             ca_file: None,
-            requests_per_second: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
-            max_concurrency: 4,
+            requests_per_second: NonZeroU32::new(DEFAULT_RATE_CAP).unwrap_or(NonZeroU32::MIN),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             retry: RetryPolicy::default(),
             page_size: MAX_PAGE_SIZE,
             run_deadline: Some(DEFAULT_RUN_DEADLINE),
@@ -147,8 +163,10 @@ struct Inner {
     http: reqwest::Client,
     endpoint: Url,
     tokens: TokenProvider,
-    limiter: DefaultDirectRateLimiter,
+    pacer: Pacer,
     in_flight: Semaphore,
+    /// Pages of one list read at once (the concurrency cap bounds the whole).
+    page_concurrency: usize,
     retry: RetryPolicy,
     request_timeout: Duration,
     page_size: i64,
@@ -235,8 +253,9 @@ impl PlatformClient {
                 http,
                 endpoint,
                 tokens,
-                limiter: RateLimiter::direct(Quota::per_second(config.requests_per_second)),
+                pacer: Pacer::new(config.requests_per_second),
                 in_flight: Semaphore::new(config.max_concurrency.max(1)),
+                page_concurrency: config.max_concurrency.max(1),
                 retry: config.retry,
                 request_timeout: config.request_timeout,
                 page_size: config.page_size.clamp(1, MAX_PAGE_SIZE),
@@ -342,13 +361,18 @@ impl PlatformClient {
         }
     }
 
-    /// A 429 pauses the whole client until its `Retry-After` has passed.
-    fn pause(&self, retry_after: Option<Duration>) {
+    /// A 429 pauses the whole client until its `Retry-After` has passed;
+    /// returns when the pause ends.
+    fn pause(&self, retry_after: Option<Duration>) -> Instant {
         let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
         let until = Instant::now().checked_add(wait).unwrap_or_else(far_future);
         let mut not_before = lock(&self.inner.not_before);
-        if not_before.is_none_or(|at| at < until) {
-            *not_before = Some(until);
+        match *not_before {
+            Some(at) if at >= until => at,
+            _ => {
+                *not_before = Some(until);
+                until
+            }
         }
     }
 
@@ -364,6 +388,11 @@ impl PlatformClient {
             requests: self.inner.requests.load(Ordering::Relaxed),
             throttled: self.inner.throttled.load(Ordering::Relaxed),
         }
+    }
+
+    /// The request rate the client paces at now, in requests per second.
+    pub fn current_rate(&self) -> f64 {
+        self.inner.pacer.current()
     }
 
     /// Sends one operation, with retries, and returns its `data`.
@@ -443,9 +472,9 @@ impl PlatformClient {
             })?;
         loop {
             self.wait_out_pause(operation).await?;
-            self.unless_stopped(operation, inner.limiter.until_ready())
+            self.unless_stopped(operation, inner.pacer.until_ready())
                 .await?;
-            // A 429 may have come in while this request waited for the limiter.
+            // A 429 may have come in while this request waited for its slot.
             if lock(&inner.not_before).is_none_or(|at| at <= Instant::now()) {
                 break;
             }
@@ -464,7 +493,8 @@ impl PlatformClient {
         }
         inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(operation, "Sending request.");
-        let exchange = self.exchange::<V, D>(operation, body, token);
+        let sent = inner.pacer.sent();
+        let exchange = self.exchange::<V, D>(operation, body, token, sent);
         match inner.deadline {
             None => exchange.await,
             Some((at, d)) => tokio::select! {
@@ -483,6 +513,7 @@ impl PlatformClient {
         operation: &'static str,
         body: &graphql_client::QueryBody<V>,
         token: secrecy::SecretString,
+        sent: Instant,
     ) -> Result<D, PlatformError> {
         let inner = &*self.inner;
         let response = inner
@@ -506,7 +537,8 @@ impl PlatformClient {
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
                     // Paused before counted: whoever sees the count sees the pause.
-                    self.pause(retry_after);
+                    let resume_at = self.pause(retry_after);
+                    inner.pacer.throttled(sent, resume_at);
                     inner.throttled.fetch_add(1, Ordering::Relaxed);
                     PlatformError::Throttled {
                         operation,
@@ -529,6 +561,8 @@ impl PlatformClient {
                 },
             });
         }
+        // Let through by the platform's limiter, whatever the body says.
+        inner.pacer.answered(sent);
         let bytes = response
             .bytes()
             .await
@@ -609,46 +643,52 @@ impl PlatformClient {
     /// Every non-system customer, all pages.
     pub async fn list_customers(&self) -> Result<Vec<PlatformCustomer>, PlatformError> {
         let first = self.inner.page_size;
-        read_all_pages("ListCustomers", |after| async move {
-            let page = self
-                .execute::<ListCustomers>(list_customers::Variables { after, first })
-                .await?
-                .customers;
-            Ok(Page {
-                items: page
-                    .nodes
-                    .into_iter()
-                    .flatten()
-                    .map(PlatformCustomer::try_from)
-                    .collect::<Result<_, _>>()?,
-                has_next_page: page.page_info.has_next_page,
-                end_cursor: page.page_info.end_cursor,
-                total_count: page.total_count,
-            })
-        })
+        read_all_pages(
+            "ListCustomers",
+            self.inner.page_concurrency,
+            |offset| async move {
+                let page = self
+                    .execute::<ListCustomers>(list_customers::Variables { offset, first })
+                    .await?
+                    .customers;
+                Ok(Page {
+                    items: page
+                        .nodes
+                        .into_iter()
+                        .flatten()
+                        .map(PlatformCustomer::try_from)
+                        .collect::<Result<_, _>>()?,
+                    has_next_page: page.page_info.has_next_page,
+                    total_count: page.total_count,
+                })
+            },
+        )
         .await
     }
 
     /// Every customer user (`customer_Isnull: false`), all pages.
     pub async fn list_customer_users(&self) -> Result<Vec<PlatformUser>, PlatformError> {
         let first = self.inner.page_size;
-        read_all_pages("ListCustomerUsers", |after| async move {
-            let page = self
-                .execute::<ListCustomerUsers>(list_customer_users::Variables { after, first })
-                .await?
-                .users;
-            Ok(Page {
-                items: page
-                    .nodes
-                    .into_iter()
-                    .flatten()
-                    .map(PlatformUser::try_from)
-                    .collect::<Result<_, _>>()?,
-                has_next_page: page.page_info.has_next_page,
-                end_cursor: page.page_info.end_cursor,
-                total_count: page.total_count,
-            })
-        })
+        read_all_pages(
+            "ListCustomerUsers",
+            self.inner.page_concurrency,
+            |offset| async move {
+                let page = self
+                    .execute::<ListCustomerUsers>(list_customer_users::Variables { offset, first })
+                    .await?
+                    .users;
+                Ok(Page {
+                    items: page
+                        .nodes
+                        .into_iter()
+                        .flatten()
+                        .map(PlatformUser::try_from)
+                        .collect::<Result<_, _>>()?,
+                    has_next_page: page.page_info.has_next_page,
+                    total_count: page.total_count,
+                })
+            },
+        )
         .await
         .map(share_roles)
     }
@@ -935,7 +975,6 @@ fn at_most_one<T>(
 struct Page<T> {
     items: Vec<T>,
     has_next_page: bool,
-    end_cursor: Option<String>,
     total_count: i64,
 }
 
@@ -956,64 +995,127 @@ impl HasId for PlatformUser {
     }
 }
 
-/// Reads a connection to its end (`after: endCursor` while `hasNextPage`).
-///
-/// A list that changes while it is read can skip or repeat records between
-/// pages. Both are caught (a repeated id; a final count that differs from the
-/// last `totalCount`) and end the read as an error: a snapshot that misses a
-/// record must never reach the planner, where it could turn into a wrong
-/// create or hide a delete.
-async fn read_all_pages<T, F, Fut>(
+/// Records reserved for up front at most (a `totalCount` is not trusted
+/// with memory).
+const MAX_RESERVED: usize = 1 << 20;
+
+/// A whole list as its pages come in, in order, refusing repeats.
+struct Assembly<T> {
     operation: &'static str,
-    mut fetch: F,
-) -> Result<Vec<T>, PlatformError>
-where
-    T: HasId,
-    F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<Page<T>, PlatformError>>,
-{
-    let mut items: Vec<T> = Vec::new();
-    let mut seen: HashSet<PlatformId> = HashSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = fetch(after.clone()).await?;
-        for item in page.items {
-            if !seen.insert(item.id().clone()) {
+    items: Vec<T>,
+    seen: HashSet<PlatformId>,
+}
+
+impl<T: HasId> Assembly<T> {
+    fn add(&mut self, page: Vec<T>) -> Result<(), PlatformError> {
+        for item in page {
+            if !self.seen.insert(item.id().clone()) {
                 return Err(PlatformError::Protocol {
-                    operation,
+                    operation: self.operation,
                     detail: format!(
                         "record {} came back twice while paging; the list changed while it was read",
                         item.id()
                     ),
                 });
             }
-            items.push(item);
+            self.items.push(item);
         }
-        if !page.has_next_page {
-            if usize::try_from(page.total_count).ok() != Some(items.len()) {
-                return Err(PlatformError::Protocol {
-                    operation,
-                    detail: format!(
-                        "read {} records but the platform counts {}; the list changed while it was read",
-                        items.len(),
-                        page.total_count
-                    ),
-                });
-            }
-            return Ok(items);
-        }
-        let next = page.end_cursor.ok_or_else(|| PlatformError::Protocol {
-            operation,
-            detail: "hasNextPage is true but endCursor is missing".to_owned(),
-        })?;
-        if after.as_deref() == Some(next.as_str()) {
+        Ok(())
+    }
+}
+
+/// Reads a list whole: its first page (`offset` left out), then, its
+/// `totalCount` known, every other page by `offset`, up to `concurrency` at
+/// once, put back in order. The first page's length is the page size (the
+/// platform serves at most 100 whatever is asked).
+///
+/// A list that changes while it is read can skip or repeat records between
+/// pages. Every sign of it ends the read as an error: a repeated id, a page
+/// whose `totalCount` is not the first page's, a page before the last
+/// shorter than the first (or any page of another length than expected), a
+/// `hasNextPage` that disagrees with the count, a total read that is not
+/// `totalCount`. A snapshot that misses a record must never reach the
+/// planner, where it could turn into a wrong create or hide a delete.
+async fn read_all_pages<T, F, Fut>(
+    operation: &'static str,
+    concurrency: usize,
+    fetch: F,
+) -> Result<Vec<T>, PlatformError>
+where
+    T: HasId,
+    F: Fn(Option<i64>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, PlatformError>>,
+{
+    let changed = |detail: String| PlatformError::Protocol {
+        operation,
+        detail: format!("{detail}; the list changed while it was read"),
+    };
+    let first = fetch(None).await?;
+    let total = first.total_count;
+    let count = usize::try_from(total).map_err(|_| PlatformError::Protocol {
+        operation,
+        detail: format!("totalCount is {total}"),
+    })?;
+    let size = first.items.len();
+    let mut list = Assembly {
+        operation,
+        items: Vec::with_capacity(count.min(MAX_RESERVED)),
+        seen: HashSet::with_capacity(count.min(MAX_RESERVED)),
+    };
+    if first.has_next_page {
+        if size == 0 {
             return Err(PlatformError::Protocol {
                 operation,
-                detail: format!("the cursor did not advance past {next:?}"),
+                detail: "hasNextPage is true but the first page is empty".to_owned(),
             });
         }
-        after = Some(next);
+        if size >= count {
+            return Err(changed(format!(
+                "the first page holds {size} records and the platform counts {total}, yet hasNextPage is true"
+            )));
+        }
     }
+    let more = first.has_next_page;
+    list.add(first.items)?;
+    if more {
+        let fetch = &fetch;
+        let mut pages = stream::iter((size..count).step_by(size))
+            .map(|offset| async move {
+                let at = i64::try_from(offset).unwrap_or(i64::MAX);
+                fetch(Some(at)).await.map(|page| (offset, page))
+            })
+            .buffered(concurrency.max(1));
+        while let Some((offset, page)) = pages.try_next().await? {
+            if page.total_count != total {
+                return Err(changed(format!(
+                    "totalCount was {total} on the first page and {} on the page at offset {offset}",
+                    page.total_count
+                )));
+            }
+            let expected = size.min(count - offset);
+            if page.items.len() != expected {
+                return Err(changed(format!(
+                    "the page at offset {offset} holds {} records where {expected} were expected",
+                    page.items.len()
+                )));
+            }
+            let last = offset + expected >= count;
+            if page.has_next_page == last {
+                return Err(changed(format!(
+                    "the page at offset {offset} says hasNextPage {} where the count says {}",
+                    page.has_next_page, !last
+                )));
+            }
+            list.add(page.items)?;
+        }
+    }
+    if list.items.len() != count {
+        return Err(changed(format!(
+            "read {} records but the platform counts {total}",
+            list.items.len()
+        )));
+    }
+    Ok(list.items)
 }
 
 #[cfg(test)]
@@ -1031,28 +1133,68 @@ mod tests {
         }
     }
 
-    /// Serves canned pages in order, whatever cursor is asked for.
-    async fn read(
-        pages: Vec<Page<PlatformCustomer>>,
-    ) -> Result<Vec<PlatformCustomer>, PlatformError> {
-        let pages = std::sync::Mutex::new(pages.into_iter());
-        read_all_pages("test", |_after| {
-            let next = pages.lock().unwrap().next();
-            async move {
-                next.ok_or_else(|| PlatformError::Protocol {
-                    operation: "test",
-                    detail: "asked for a page too many".into(),
-                })
-            }
-        })
-        .await
+    /// Serves canned pages by offset (the first page at None), each after
+    /// its delay; counts pages being fetched at once.
+    struct Canned {
+        pages: std::collections::HashMap<Option<i64>, (Page<PlatformCustomer>, u64)>,
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
     }
 
-    fn page(ids: &[&str], next: Option<&str>, total: i64) -> Page<PlatformCustomer> {
+    async fn read_with(
+        pages: Vec<(Option<i64>, Page<PlatformCustomer>, u64)>,
+        concurrency: usize,
+    ) -> (Result<Vec<PlatformCustomer>, PlatformError>, usize) {
+        let canned = Canned {
+            pages: pages
+                .into_iter()
+                .map(|(offset, page, delay)| (offset, (page, delay)))
+                .collect(),
+            now: Default::default(),
+            most: Default::default(),
+        };
+        let canned = std::sync::Mutex::new(canned);
+        let got = read_all_pages("test", concurrency, |offset| {
+            let next = {
+                let mut c = canned.lock().unwrap();
+                let next = c.pages.remove(&offset);
+                let now = c.now.fetch_add(1, Ordering::SeqCst) + 1;
+                c.most.fetch_max(now, Ordering::SeqCst);
+                next
+            };
+            let canned = &canned;
+            async move {
+                let out = match next {
+                    Some((page, delay)) => {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok(page)
+                    }
+                    None => Err(PlatformError::Protocol {
+                        operation: "test",
+                        detail: format!("asked for a page not served (offset {offset:?})"),
+                    }),
+                };
+                canned.lock().unwrap().now.fetch_sub(1, Ordering::SeqCst);
+                out
+            }
+        })
+        .await;
+        let most = canned.lock().unwrap().most.load(Ordering::SeqCst);
+        (got, most)
+    }
+
+    async fn read(
+        pages: Vec<(Option<i64>, Page<PlatformCustomer>)>,
+    ) -> Result<Vec<PlatformCustomer>, PlatformError> {
+        read_with(pages.into_iter().map(|(o, p)| (o, p, 0)).collect(), 4)
+            .await
+            .0
+    }
+
+    fn page(ids: &[&str], has_next_page: bool, total: i64) -> Page<PlatformCustomer> {
         Page {
             items: ids.iter().map(|i| customer(i)).collect(),
-            has_next_page: next.is_some(),
-            end_cursor: next.map(str::to_owned),
+            has_next_page,
             total_count: total,
         }
     }
@@ -1077,23 +1219,49 @@ mod tests {
         assert!(Arc::ptr_eq(&users[0].role, &users[1].role));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn pages_are_read_at_once_and_put_back_in_order() {
+        // Later pages answer first; the list still comes out in order.
+        let (got, most) = read_with(
+            vec![
+                (None, page(&["a", "b"], true, 7), 5),
+                (Some(2), page(&["c", "d"], true, 7), 30),
+                (Some(4), page(&["e", "f"], true, 7), 20),
+                (Some(6), page(&["g"], false, 7), 10),
+            ],
+            3,
+        )
+        .await;
+        let ids: Vec<_> = got.unwrap().iter().map(|c| c.id.0.clone()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "g"]);
+        assert_eq!(most, 3, "the three pages after the first at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_more_pages_than_the_concurrency_are_read_at_once() {
+        let mut pages = vec![(None, page(&["p0"], true, 6), 1)];
+        for i in 1..6 {
+            let id = format!("p{i}");
+            pages.push((Some(i), page(&[id.as_str()], i < 5, 6), 10));
+        }
+        let (got, most) = read_with(pages, 2).await;
+        assert_eq!(got.unwrap().len(), 6);
+        assert_eq!(most, 2);
+    }
+
     #[tokio::test]
-    async fn all_pages_are_read_in_order() {
-        let got = read(vec![
-            page(&["a", "b"], Some("c1"), 3),
-            page(&["c"], None, 3),
-        ])
-        .await
-        .unwrap();
-        let ids: Vec<_> = got.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["a", "b", "c"]);
+    async fn a_single_page_is_one_request() {
+        let got = read(vec![(None, page(&["a", "b"], false, 2))])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2);
     }
 
     #[tokio::test]
     async fn a_record_seen_twice_means_the_list_shifted() {
         let err = read(vec![
-            page(&["a", "b"], Some("c1"), 3),
-            page(&["b", "c"], None, 3),
+            (None, page(&["a", "b"], true, 4)),
+            (Some(2), page(&["b", "c"], false, 4)),
         ])
         .await
         .unwrap_err();
@@ -1101,33 +1269,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_count_that_does_not_match_means_a_record_was_skipped() {
-        let err = read(vec![page(&["a"], Some("c1"), 3), page(&["c"], None, 3)])
-            .await
-            .unwrap_err();
+    async fn a_total_count_that_moved_between_pages_is_refused() {
+        let err = read(vec![
+            (None, page(&["a", "b"], true, 4)),
+            (Some(2), page(&["c", "d"], true, 5)),
+        ])
+        .await
+        .unwrap_err();
         assert!(
             err.to_string()
-                .contains("read 2 records but the platform counts 3"),
+                .contains("totalCount was 4 on the first page and 5 on the page at offset 2"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("changed while it was read"),
             "{err}"
         );
     }
 
     #[tokio::test]
-    async fn a_cursor_that_does_not_advance_ends_the_read() {
+    async fn a_short_page_before_the_last_is_refused() {
         let err = read(vec![
-            page(&["a"], Some("c1"), 9),
-            page(&["b"], Some("c1"), 9),
+            (None, page(&["a", "b"], true, 6)),
+            (Some(2), page(&["c"], true, 6)),
+            (Some(4), page(&["e", "f"], false, 6)),
         ])
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("did not advance"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the page at offset 2 holds 1 records where 2 were expected"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
-    async fn has_next_page_without_a_cursor_is_an_error() {
-        let mut p = page(&["a"], Some("x"), 2);
-        p.end_cursor = None;
-        let err = read(vec![p]).await.unwrap_err();
-        assert!(err.to_string().contains("endCursor is missing"), "{err}");
+    async fn a_last_page_that_says_there_is_more_is_refused() {
+        let err = read(vec![
+            (None, page(&["a", "b"], true, 3)),
+            (Some(2), page(&["c"], true, 3)),
+        ])
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("hasNextPage true"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_count_that_does_not_match_one_page_is_refused() {
+        let err = read(vec![(None, page(&["a"], false, 3))])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("read 1 records but the platform counts 3"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn has_next_page_on_an_empty_or_whole_first_page_is_an_error() {
+        let err = read(vec![(None, page(&[], true, 2))]).await.unwrap_err();
+        assert!(err.to_string().contains("first page is empty"), "{err}");
+        let err = read(vec![(None, page(&["a", "b"], true, 2))])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("yet hasNextPage is true"), "{err}");
     }
 }

@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn marketplace_users_are_asked_for_explicitly() {
         let listing = ListCustomerUsers::build_query(list_customer_users::Variables {
-            after: None,
+            offset: None,
             first: 100,
         });
         assert!(

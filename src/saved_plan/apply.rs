@@ -200,6 +200,7 @@ async fn apply_saved(
         },
         duration_ms: started.elapsed().as_millis() as u64,
     };
+    crate::state::record_run(config, crate::state::RunMode::Apply, &outcome);
     if json {
         print(&format!("{}\n", report::json(&outcome, "apply")));
     } else {

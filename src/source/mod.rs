@@ -1,9 +1,10 @@
 //! Sources: where the directory (the desired state) is read from.
 //!
-//! A source reads records (`csv` now; LDAP and HTTP later) and the shared
-//! `mapping` step turns them into a [`Directory`]. A source that fails
-//! returns an error and no directory, so a failed read can never turn into
-//! deletes.
+//! A source reads records (`csv`, `ldap`, `http`) and the shared `mapping`
+//! step turns them into a [`Directory`]: LDAP and HTTP hand over their
+//! records at once, the CSV source streams each row into the mapping's
+//! builder as it reads it. A source that fails returns an error and no
+//! directory, so a failed read can never turn into deletes.
 
 pub mod csv;
 pub mod http;
@@ -12,9 +13,9 @@ pub mod mapping;
 
 use std::path::PathBuf;
 
-use crate::config::{Config, SourceSettings};
+use crate::config::{Config, CsvSettings, Mapping, Policy, SourceSettings};
 use crate::directory::{Directory, Origin, RefusedRecord, SourceRecord};
-use mapping::{build_directory, customer_keys, user_keys, KeyKind};
+use mapping::{build_directory, DirectoryBuilder, KeyKind};
 
 /// Why a source could not be read. Each names the file and, where there is
 /// one, the line or record.
@@ -123,45 +124,9 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
             let csv = csv.clone();
             let mapping = config.mapping.clone();
             let policy = config.policy.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut withheld = Vec::new();
-                let customers = match &csv.customers_file {
-                    Some(path) => {
-                        let keys = customer_keys(&mapping);
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let read = csv::read_records(path, csv.delimiter, &keys, csv.min_age, &[])?;
-                        withheld.extend(read.withheld);
-                        Some(read.records)
-                    }
-                    None => None,
-                };
-                let keys = user_keys(&mapping, customers.is_none());
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let users = csv::read_records(
-                    &csv.users_file,
-                    csv.delimiter,
-                    &keys,
-                    csv.min_age,
-                    &csv.absent_when,
-                )?;
-                withheld.extend(users.withheld);
-                let mut directory = build_directory(
-                    customers.as_deref(),
-                    &users.records,
-                    &users.disabled,
-                    &mapping,
-                    &policy,
-                    KeyKind("column"),
-                )?;
-                // What is wrong with a whole file comes before what is wrong with a record.
-                let by_record = std::mem::take(&mut directory.deletes_withheld);
-                for w in withheld.iter().chain(&by_record) {
-                    directory.withhold_deletes(&w.origin, w.cause.clone());
-                }
-                Ok(directory)
-            })
-            .await
-            .map_err(|e| SourceError::Task(e.to_string()))?
+            tokio::task::spawn_blocking(move || read_csv(&csv, &mapping, &policy))
+                .await
+                .map_err(|e| SourceError::Task(e.to_string()))?
         }
         SourceSettings::Http(settings) => {
             let read = http::read_records(settings, &config.mapping).await?;
@@ -184,6 +149,233 @@ async fn read(config: &Config) -> Result<Directory, SourceError> {
                 &config.policy,
                 KeyKind("attribute"),
             )
+        }
+    }
+}
+
+/// The rows of a customers file, into the builder.
+struct CustomerRows<'b, 'a>(&'b mut DirectoryBuilder<'a>);
+
+impl csv::RowSink for CustomerRows<'_, '_> {
+    fn row(&mut self, _: csv::RowKind, row: &csv::Row<'_>) {
+        self.0.add_customer_record(row);
+    }
+}
+
+/// The rows of a users file, into the builder: records, and rows marked
+/// absent as disabled users.
+struct UserRows<'b, 'a>(&'b mut DirectoryBuilder<'a>);
+
+impl csv::RowSink for UserRows<'_, '_> {
+    fn expect(&mut self, rows: usize) {
+        self.0.expect_users(rows);
+    }
+
+    fn row(&mut self, kind: csv::RowKind, row: &csv::Row<'_>) {
+        match kind {
+            csv::RowKind::Record => self.0.add_user(row),
+            csv::RowKind::Disabled => self.0.add_disabled_user(row),
+        }
+    }
+}
+
+/// The CSV source: the customers file (when there is one), then the users
+/// file, each streamed row by row into one [`DirectoryBuilder`]. A file
+/// that cannot be read refuses the source at once; what the mapping
+/// refuses the whole source for comes after both files were read, as it
+/// would from records read first.
+fn read_csv(
+    csv: &CsvSettings,
+    mapping: &Mapping,
+    policy: &Policy,
+) -> Result<Directory, SourceError> {
+    let mut builder = DirectoryBuilder::new(
+        mapping,
+        policy,
+        KeyKind("column"),
+        csv.customers_file.is_none(),
+    );
+    let mut withheld = Vec::new();
+    if let Some(path) = &csv.customers_file {
+        let keys = builder.customer_keys().to_vec();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        withheld.extend(csv::read_rows(
+            path,
+            csv.delimiter,
+            &keys,
+            csv.min_age,
+            &[],
+            &mut CustomerRows(&mut builder),
+        )?);
+    }
+    let keys = builder.user_keys().to_vec();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    withheld.extend(csv::read_rows(
+        &csv.users_file,
+        csv.delimiter,
+        &keys,
+        csv.min_age,
+        &csv.absent_when,
+        &mut UserRows(&mut builder),
+    )?);
+    let mut directory = builder.finish()?;
+    // What is wrong with a whole file comes before what is wrong with a record.
+    let by_record = std::mem::take(&mut directory.deletes_withheld);
+    for w in withheld.iter().chain(&by_record) {
+        directory.withhold_deletes(&w.origin, w.cause.clone());
+    }
+    Ok(directory)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The columns of a generated users file.
+    const HEADER: [&str; 8] = [
+        "id",
+        "customer_id",
+        "customer_name",
+        "tier",
+        "email",
+        "role",
+        "name",
+        "status",
+    ];
+
+    /// A users-file row from small pools, so that externalIds, emails and
+    /// customers repeat, with the same data or other data, and values break
+    /// rules now and then.
+    fn row() -> impl Strategy<Value = Vec<&'static str>> {
+        let pick = |values: &[&'static str]| prop::sample::select(values.to_vec());
+        let data = (
+            pick(&["u1", "u2", "u3", "hr-u4", "hr-u5", "", "u\u{0}6"]),
+            pick(&["c1", "c2", "hr-c3", ""]),
+            pick(&["Acme", "Beta", "", "Bad\tName"]),
+            pick(&["gold", "Gold", "gold;EU", "eu; gold", " "]),
+            pick(&["a@x.io", "A@X.io", "b@x.io", "nope", "", "Ä@x.io", "ä@x.io"]),
+            pick(&["staff", "admin", "Admn", ""]),
+            pick(&["Ann", "Bob", ""]),
+            pick(&["Active", "Inactive", ""]),
+        )
+            .prop_map(|(x, c, cn, t, e, r, n, s)| vec![x, c, cn, t, e, r, n, s]);
+        prop_oneof![8 => data, 1 => Just(vec![""; 8])]
+    }
+
+    /// A customers-file row: externalId, name, tier.
+    fn customer_row() -> impl Strategy<Value = Vec<&'static str>> {
+        (
+            prop::sample::select(vec!["c1", "c2", "hr-c3", ""]),
+            prop::sample::select(vec!["Acme", "Beta", ""]),
+            prop::sample::select(vec!["gold", "GOLD;eu", ""]),
+        )
+            .prop_map(|(x, n, t)| vec![x, n, t])
+    }
+
+    /// Writes a CSV file; without `terminated`, the last line break is left off.
+    fn write_csv(path: &Path, header: &[&str], rows: &[Vec<&str>], terminated: bool) {
+        let mut out = ::csv::Writer::from_writer(Vec::new());
+        out.write_record(header).unwrap();
+        for row in rows {
+            out.write_record(row).unwrap();
+        }
+        let mut bytes = out.into_inner().unwrap();
+        if !terminated && bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn config(dir: &Path, customers_file: bool, prefix: bool, cap: usize) -> Config {
+        let customers = if customers_file {
+            format!(
+                "    customers_file: {}\n",
+                dir.join("customers.csv").display()
+            )
+        } else {
+            String::new()
+        };
+        let prefix = if prefix {
+            "  external_id_prefix: \"hr-\"\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "platform:\n  emulator:\n    state: state.json\nsource:\n  csv:\n    users_file: {}\n{customers}    absent_when:\n      - {{ column: status, equals: Inactive }}\nmapping:\n  customer:\n    external_id: customer_id\n    name: customer_name\n    labels: [tier]\n    label_separator: \";\"\n    static_labels: [dirsync]\n  user:\n    external_id: id\n    customer: customer_id\n    email: email\n    name: name\n    role: role\n  roles:\n    map: {{ admin: Admin, staff: Member }}\npolicy:\n{prefix}  refused_records: {{ max_count: {cap}, max_percent: 0 }}\n",
+            dir.join("users.csv").display()
+        );
+        Config::parse(&text, &dir.join("dirsync.yaml")).unwrap()
+    }
+
+    /// The batch path: every row read into a `SourceRecord` first, then
+    /// `build_directory`, then the files' withheld deletes first.
+    fn batch(csv: &CsvSettings, m: &Mapping, p: &Policy) -> Result<Directory, SourceError> {
+        let mut withheld = Vec::new();
+        let customers = match &csv.customers_file {
+            Some(path) => {
+                let keys = mapping::customer_keys(m);
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let read = csv::read_records(path, csv.delimiter, &keys, None, &[])?;
+                withheld.extend(read.withheld);
+                Some(read.records)
+            }
+            None => None,
+        };
+        let keys = mapping::user_keys(m, customers.is_none());
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let users = csv::read_records(
+            &csv.users_file,
+            csv.delimiter,
+            &keys,
+            None,
+            &csv.absent_when,
+        )?;
+        withheld.extend(users.withheld);
+        let mut d = build_directory(
+            customers.as_deref(),
+            &users.records,
+            &users.disabled,
+            m,
+            p,
+            KeyKind("column"),
+        )?;
+        let by_record = std::mem::take(&mut d.deletes_withheld);
+        for w in withheld.iter().chain(&by_record) {
+            d.withhold_deletes(&w.origin, w.cause.clone());
+        }
+        Ok(d)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The CSV stream (rows straight into the builder) and the batch
+        /// path (rows collected as records, then built) give the same
+        /// directory, or the same error, for the same files.
+        #[test]
+        fn streamed_rows_build_the_same_directory_as_collected_records(
+            rows in prop::collection::vec(row(), 0..40),
+            customers in prop::option::of(prop::collection::vec(customer_row(), 0..6)),
+            terminated in prop::bool::weighted(0.8),
+            prefix in prop::bool::weighted(0.2),
+            cap in 0usize..30,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            write_csv(&dir.path().join("users.csv"), &HEADER, &rows, terminated);
+            if let Some(customers) = &customers {
+                write_csv(&dir.path().join("customers.csv"), &["customer_id", "customer_name", "tier"], customers, true);
+            }
+            let config = config(dir.path(), customers.is_some(), prefix, cap);
+            let SourceSettings::Csv(settings) = &config.source else {
+                panic!("a CSV source");
+            };
+            let streamed = read_csv(settings, &config.mapping, &config.policy).map_err(|e| e.to_string());
+            let collected = batch(settings, &config.mapping, &config.policy).map_err(|e| e.to_string());
+            prop_assert_eq!(streamed, collected);
         }
     }
 }

@@ -108,3 +108,27 @@ pub fn load_average() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_owned())
 }
+
+/// The largest peak resident set of the children this process waited for
+/// (`getrusage(RUSAGE_CHILDREN)`'s `ru_maxrss`, in bytes); None where the
+/// call fails. Declared by hand: the crate has no `libc` dependency.
+pub fn children_max_rss_bytes() -> Option<u64> {
+    /// `struct rusage` on 64-bit Linux: two `struct timeval`s, then 14 longs
+    /// (`ru_maxrss`, in KiB, first).
+    #[repr(C)]
+    struct Rusage {
+        times: [i64; 4],
+        counters: [i64; 14],
+    }
+    extern "C" {
+        fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+    }
+    const RUSAGE_CHILDREN: i32 = -1;
+    let mut usage = Rusage {
+        times: [0; 4],
+        counters: [0; 14],
+    };
+    // SAFETY: `usage` is a writable `struct rusage` for the duration of the call.
+    let rc = unsafe { getrusage(RUSAGE_CHILDREN, &mut usage) };
+    (rc == 0).then(|| u64::try_from(usage.counters[0]).unwrap_or(0) * 1024)
+}
