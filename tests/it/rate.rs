@@ -32,7 +32,6 @@ async fn a_ceiling_the_client_is_not_told_is_found_and_held() {
         retry_after_secs: Some(1),
         ..Faults::default()
     });
-    let started = Instant::now();
     let connection = Connection::open(&config.platform).await.unwrap();
     let r = reconcile(
         &config,
@@ -44,7 +43,6 @@ async fn a_ceiling_the_client_is_not_told_is_found_and_held() {
     )
     .await
     .unwrap();
-    let wall = started.elapsed().as_secs_f64();
     let report = r.report.as_ref().unwrap();
     assert_eq!(report.failed(), 0, "{report:?}");
     assert_eq!(report.operations.len(), 200);
@@ -65,12 +63,8 @@ async fn a_ceiling_the_client_is_not_told_is_found_and_held() {
         (0.85 * f64::from(CEILING)..=f64::from(CEILING)).contains(&rate),
         "ended at {rate:.1} requests/s"
     );
-    let bound = stats.requests as f64 / f64::from(CEILING);
-    assert!(
-        wall <= 1.1 * bound + 2.0,
-        "{wall:.2} s for {} requests at a ceiling of {CEILING}/s (bound {bound:.2} s)",
-        stats.requests
-    );
+    // Seconds against the bound are the throughput bench's figures
+    // (BENCHMARKS.md), not a timed assertion here.
 
     // Converged: the next plan is empty.
     s.emu.handle.set_faults(Faults::default());
@@ -89,9 +83,7 @@ async fn the_pages_of_a_list_are_read_several_at_once() {
         ..Faults::default()
     });
     let client = client_for(&emu);
-    let started = Instant::now();
     let users = client.list_customer_users().await.unwrap();
-    let wall = started.elapsed();
     assert_eq!(users.len(), 1000);
     let ids: Vec<_> = users.iter().map(|u| u.external_id.clone()).collect();
     let created: Vec<_> = (0..1000).map(|i| Some(format!("u-{i}"))).collect();
@@ -103,8 +95,6 @@ async fn the_pages_of_a_list_are_read_several_at_once() {
         "pages in flight at once: {}",
         stats.max_in_flight
     );
-    // One after the other, ten pages take at least 3 s.
-    assert!(wall < Duration::from_millis(2500), "{wall:?}");
 }
 
 fn changed_while_read(err: &PlatformError) -> bool {
