@@ -308,6 +308,7 @@ async fn run_reconcile(
         user_deletes = outcome.plan.user_deletes(),
         blocked = !outcome.blocked.is_empty(),
         refused = outcome.plan.refused.len(),
+        platform_read = outcome.platform_read.as_ref().map_or("", |r| r.label()),
         failed = outcome.report.as_ref().map_or(0, |r| r.failed()),
         requests = outcome.requests.sent,
         throttled = outcome.requests.throttled,

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod model;
 pub mod plan;
 pub mod platform;
+pub mod platform_view;
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -12,12 +12,12 @@ use crate::config::{Config, PlatformSettings, PlatformTarget};
 use crate::directory::RefusedRecord;
 use crate::emulator::{self, EmulatorError, EmulatorOptions, RunningEmulator, Seed};
 use crate::guard::{self, BlockReason};
-use crate::model::Snapshot;
 use crate::plan::{customers_to_inspect, plan, Plan, PlanError};
 use crate::platform::{
     AuthMethod, ClientSetupError, PlatformClient, PlatformConfig, PlatformError, RequestStats,
     SecretSource,
 };
+use crate::platform_view::{PlatformRead, PlatformView};
 use crate::source::{read_directory, SourceError};
 
 /// Why a reconcile could not run to its end. Partial apply failures are not
@@ -166,6 +166,10 @@ impl Mode {
 #[serde(rename_all = "camelCase")]
 pub struct Reconcile {
     pub plan: Plan,
+    /// Whether the platform was read in full or incrementally, and why
+    /// (None for `dirsync apply`, which reads only the plan's records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_read: Option<PlatformRead>,
     /// Non-empty: the plan was blocked and nothing was sent.
     pub blocked: Vec<BlockReason>,
     pub allow_deletes: bool,
@@ -181,8 +185,8 @@ pub struct Reconcile {
 #[derive(Debug)]
 pub struct Prepared {
     pub plan: Plan,
-    /// The platform's view the plan was computed from.
-    pub snapshot: Snapshot,
+    /// The platform's view the plan was computed from, and how it was read.
+    pub view: PlatformView,
     pub blocked: Vec<BlockReason>,
     pub allow_deletes: bool,
     started: Instant,
@@ -216,11 +220,21 @@ impl Prepared {
                     concurrency: config.policy.apply_concurrency,
                     cancel: cancel.clone(),
                 };
-                Some(apply(send, &self.snapshot, &connection.client, &options, progress).await)
+                Some(
+                    apply(
+                        send,
+                        &self.view.snapshot,
+                        &connection.client,
+                        &options,
+                        progress,
+                    )
+                    .await,
+                )
             }
             Some(_) => Some(ApplyReport::default()),
             None => None,
         };
+        crate::platform_view::remember(config, &self.view, report.as_ref());
         self.finish(connection, report)
     }
 
@@ -233,6 +247,7 @@ impl Prepared {
         let after = connection.client.stats();
         Reconcile {
             plan: self.plan,
+            platform_read: Some(self.view.read),
             blocked: self.blocked,
             allow_deletes: self.allow_deletes,
             report,
@@ -315,11 +330,7 @@ pub async fn prepare(
     let client = &connection.client;
     client.stop_when(cancel);
     let before = client.stats();
-    let platform = async {
-        let who = client.authenticated_user().await?;
-        tracing::debug!(user = %who.email, "Authenticated.");
-        client.snapshot().await
-    };
+    let platform = crate::platform_view::read(config, client);
     let source = async {
         match client.deadline() {
             Some(at) => match tokio::time::timeout_at(at, read_directory(config)).await {
@@ -329,25 +340,29 @@ pub async fn prepare(
             None => read_directory(config).await.map_err(RunError::from),
         }
     };
-    let (directory, snapshot) =
+    let (directory, mut view) =
         tokio::try_join!(source, async { platform.await.map_err(RunError::from) })
             .map_err(interrupted)?;
     // A customer delete takes everything the customer holds: read that for
     // the customers the plan may delete, or the planner keeps them.
-    let mut snapshot = snapshot;
-    let leaving = customers_to_inspect(&directory, &snapshot, &config.policy);
+    let leaving = customers_to_inspect(&directory, &view.snapshot, &config.policy);
     if !leaving.is_empty() {
-        snapshot.holdings = client
+        view.snapshot.holdings = client
             .customer_holdings(&leaving)
             .await
             .map_err(|e| interrupted(e.into()))?;
     }
     warn_refused(&directory.refused);
-    let plan = plan(&directory, &snapshot, &config.policy, &config.mapping.roles)?;
+    let plan = plan(
+        &directory,
+        &view.snapshot,
+        &config.policy,
+        &config.mapping.roles,
+    )?;
     let blocked = guard::check_source(&plan, &directory, &config.policy, allow_deletes);
     Ok(Prepared {
         plan,
-        snapshot,
+        view,
         blocked,
         allow_deletes,
         started,

@@ -26,6 +26,38 @@ pub(super) struct RawSchedule {
     auth_backoff_secs: u64,
     #[serde(default = "default_stop_timeout")]
     stop_timeout_secs: u64,
+    /// Seconds (`3600`) or a duration with units (`1h`, `30m`, `1h 30m`).
+    #[serde(default)]
+    full_every: Option<RawDuration>,
+}
+
+/// A duration as written in the config: whole seconds, or text with units.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+/// How often a full read of the platform is due when `schedule.full_every`
+/// is not given: hourly.
+pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(3600);
+
+/// `schedule.full_every`, read.
+pub(super) fn full_every(
+    c: &Checker<'_>,
+    raw: Option<&RawSchedule>,
+) -> Result<Duration, ConfigError> {
+    match raw.and_then(|s| s.full_every.as_ref()) {
+        None => Ok(DEFAULT_FULL_EVERY),
+        Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(*n)),
+        Some(RawDuration::Text(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
+            c.invalid(
+                "schedule.full_every",
+                format!("must be a duration such as 3600, 1h or 30m, not {text:?} ({e})"),
+            )
+        }),
+    }
 }
 
 fn default_time_zone() -> String {

@@ -140,6 +140,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `dirsync run`'s schedule; required by it, ignored by the rest.
     pub schedule: Option<ScheduleSettings>,
+    /// How long a run may plan from the stored snapshot and the changes
+    /// since before the platform is read in full again
+    /// (`schedule.full_every`, default hourly, for every kind of run; 0:
+    /// every run reads in full).
+    pub full_every: std::time::Duration,
     /// `dirsync run`'s metrics endpoint; None: off.
     pub metrics: Option<MetricsSettings>,
 }
@@ -199,6 +204,7 @@ fn validate(c: &Checker<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             .as_ref()
             .map(|s| daemon::validate_schedule(c, s))
             .transpose()?,
+        full_every: daemon::full_every(c, raw.schedule.as_ref())?,
         metrics: raw
             .metrics
             .as_ref()

@@ -31,6 +31,11 @@ pub struct Seed {
     pub users: Vec<SeedUser>,
     #[serde(default)]
     pub organization_users: Vec<SeedOrgUser>,
+    /// When the seeded records were created and last changed (default: when
+    /// the emulator starts): a platform whose records are older than a
+    /// client's read margin.
+    #[serde(default)]
+    pub seeded_at: Option<chrono::DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,7 +99,7 @@ impl Seed {
             path: "<seed>".into(),
             detail,
         };
-        let now = Utc::now();
+        let now = self.seeded_at.unwrap_or_else(Utc::now);
         for c in &self.customers {
             store
                 .insert_seeded_customer(StoredCustomer {
@@ -139,7 +144,8 @@ impl Seed {
                     role_id,
                     Some(customer_id),
                     u.marketplace,
-                ))
+                )
+                .seeded_at(now))
                 .map_err(|e| seed_err(format!("users[{i}]: {e}")))?;
         }
         let org_role = store
@@ -157,7 +163,8 @@ impl Seed {
                     org_role.clone(),
                     None,
                     false,
-                ))
+                )
+                .seeded_at(now))
                 .map_err(|e| seed_err(format!("organizationUsers[{i}]: {e}")))?;
         }
         Ok(())
@@ -188,5 +195,14 @@ fn seeded_user(
         dark_mode_sync_with_os: true,
         created_at: now,
         updated_at: now,
+    }
+}
+
+impl StoredUser {
+    /// The user as created and last changed at `at`.
+    fn seeded_at(mut self, at: chrono::DateTime<Utc>) -> StoredUser {
+        self.created_at = at;
+        self.updated_at = at;
+        self
     }
 }

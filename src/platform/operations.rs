@@ -66,6 +66,7 @@ operation!(DeleteUser, "graphql/delete_user.graphql");
 operation!(CustomerHoldings, "graphql/customer_holdings.graphql");
 operation!(GetCustomer, "graphql/get_customer.graphql");
 operation!(GetUser, "graphql/get_user.graphql");
+operation!(ChangedSince, "graphql/changed_since.graphql");
 
 /// Every generated customer selection has the same six fields; one macro
 /// converts each of them (an `updatedAt` that is no time is a protocol error).
@@ -99,6 +100,7 @@ customer_from!(
     "updateCustomer"
 );
 customer_from!(get_customer::GetCustomerCustomer, "GetCustomer");
+customer_from!(changed_since::CustomerFields, "ChangedSince");
 
 /// Every generated user selection has the same fields; a customer user must
 /// have a customer, so a null one is a protocol error, not a panic.
@@ -142,6 +144,7 @@ user_from!(
 );
 user_from!(update_user::UpdateUserUpdateUserUser, "updateUser");
 user_from!(get_user::GetUserUser, "GetUser");
+user_from!(changed_since::UserFields, "ChangedSince");
 
 /// Every payload's `errors` selection is `{ field messages }`.
 macro_rules! field_errors_from {
@@ -188,14 +191,21 @@ where
     })
 }
 
-impl From<customer_roles::CustomerRolesCustomerRoles> for Role {
-    fn from(r: customer_roles::CustomerRolesCustomerRoles) -> Self {
-        Role {
-            id: PlatformId(r.id),
-            name: r.name,
-        }
-    }
+/// Both role selections are `{ id name }`.
+macro_rules! role_from {
+    ($($ty:ty),* $(,)?) => {
+        $(impl From<$ty> for Role {
+            fn from(r: $ty) -> Self {
+                Role { id: PlatformId(r.id), name: r.name }
+            }
+        })*
+    };
 }
+
+role_from!(
+    customer_roles::CustomerRolesCustomerRoles,
+    changed_since::ChangedSinceCustomerRoles,
+);
 
 #[cfg(test)]
 mod tests {
@@ -209,6 +219,7 @@ mod tests {
         let listing = ListCustomerUsers::build_query(list_customer_users::Variables {
             offset: None,
             first: 100,
+            updated_since: None,
         });
         assert!(
             listing.query.contains("includeMarketplaceUsers: false"),

@@ -52,6 +52,7 @@ pub async fn apply_file(
     let blocked = guards(&saved, &config.policy);
     let Some(send) = guard::sendable(&saved.plan, &blocked) else {
         let outcome = Reconcile {
+            platform_read: None,
             plan: saved.plan.clone(),
             blocked,
             allow_deletes: saved.allow_deletes,
@@ -190,6 +191,7 @@ async fn apply_saved(
     progress.finish();
     let after = client.stats();
     let outcome = Reconcile {
+        platform_read: None,
         plan: saved.plan.clone(),
         blocked,
         allow_deletes: saved.allow_deletes,

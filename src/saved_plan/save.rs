@@ -79,8 +79,8 @@ async fn save(
     cancel: &CancellationToken,
 ) -> Result<Reconcile, SavedPlanError> {
     let prepared = prepare(config, connection, allow_deletes, cancel).await?;
-    let (states, roles) =
-        records::capture(&prepared.plan, &prepared.snapshot).map_err(SavedPlanError::Unrecorded)?;
+    let (states, roles) = records::capture(&prepared.plan, &prepared.view.snapshot)
+        .map_err(SavedPlanError::Unrecorded)?;
     let saved = SavedPlan {
         format: FORMAT.to_owned(),
         version: VERSION,

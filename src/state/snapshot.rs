@@ -268,8 +268,15 @@ impl StateStore {
 /// The stored snapshot for `identity` in `state_dir`, or None: no store yet,
 /// no snapshot for this identity, or a store that cannot be read (a WARN
 /// naming the file and the cause; never an error of the run).
+/// Never creates the file (a `plan` leaves no store behind).
 pub fn load_or_warn(state_dir: &Path, identity: &Identity) -> Option<StoredSnapshot> {
-    let loaded = StateStore::open(state_dir, identity).and_then(|store| store.load_snapshot());
+    let loaded = StateStore::open_existing(state_dir).and_then(|store| match store {
+        Some(mut store) => {
+            store.identity = identity.clone();
+            store.load_snapshot()
+        }
+        None => Ok(None),
+    });
     match loaded {
         Ok(s) => s,
         Err(e) => {

@@ -668,6 +668,7 @@ fn minimal_config(state_dir: &Path) -> Config {
 
 fn reconcile(report: Option<ApplyReport>) -> Reconcile {
     Reconcile {
+        platform_read: None,
         plan: Plan::default(),
         blocked: Vec::new(),
         allow_deletes: false,

@@ -11,6 +11,7 @@ mod daemon;
 mod emulator_cli;
 mod history;
 mod http_source;
+mod incremental;
 mod ldap;
 mod lying_sources;
 mod network_errors;

@@ -74,6 +74,7 @@ pub fn seed(customers: usize, users: usize) -> Seed {
             name: "Vendor Dev".to_owned(),
             external_id: Some("org-dev".to_owned()),
         }],
+        seeded_at: None,
     };
     seed.customers.push(SeedCustomer {
         name: "Unmanaged Co".to_owned(),
