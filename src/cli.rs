@@ -173,6 +173,11 @@ pub struct EmulatorArgs {
     /// Share of requests (0 to 1) answered with 503.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// The most operations (root fields, aliased or not) one document may
+    /// carry; a larger one is refused whole with HTTP 400, standing in for
+    /// the platform's cost limits.
+    #[arg(long)]
+    pub max_root_fields: Option<u32>,
     /// Retry-After sent with 429 and 503, in seconds.
     #[arg(long, default_value_t = 1)]
     pub retry_after_secs: u64,
@@ -515,6 +520,7 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<i32> {
             rate_limit_per_sec: args.rate_limit,
             retry_after_secs: Some(args.retry_after_secs),
             error_rate: args.error_rate,
+            max_root_fields: args.max_root_fields,
             ..Faults::default()
         },
         auth_meta: args.auth_domain.map(|domain| AuthMeta {

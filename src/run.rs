@@ -97,6 +97,8 @@ impl Connection {
         config.max_concurrency = settings.max_concurrency;
         config.retry = settings.retry.clone();
         config.run_deadline = Some(settings.run_deadline);
+        config.batch_mutations = settings.batch_mutations;
+        config.batch_pages = settings.batch_pages;
         Ok(Connection {
             client: PlatformClient::new(config)?,
             emulator,
@@ -216,8 +218,10 @@ impl Prepared {
     ) -> Reconcile {
         let report = match self.sendable().as_deref() {
             Some(send) if !send.is_empty() => {
+                // Enough operations in flight to fill each document.
                 let options = ApplyOptions {
-                    concurrency: config.policy.apply_concurrency,
+                    concurrency: config.policy.apply_concurrency
+                        * connection.client.mutations_per_request(),
                     cancel: cancel.clone(),
                 };
                 Some(

@@ -34,7 +34,38 @@ pub(super) struct RawPlatform {
     max_attempts: u32,
     #[serde(default = "default_run_deadline")]
     run_deadline_secs: u64,
+    #[serde(default)]
+    batch: RawBatch,
 }
+
+/// `platform.batch`: the most operations per request. Both default to 1
+/// (each alone): the platform may weigh a document by its cost, so an
+/// operator opts in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default = "one")]
+    mutations: usize,
+    #[serde(default = "one")]
+    pages: usize,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            mutations: 1,
+            pages: 1,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The most operations a batch may carry: more is no faster and only
+/// risks the platform's cost limits.
+pub const MAX_BATCH: usize = 100;
 
 /// The cap on the request rate: the client starts lower and finds the
 /// platform's own ceiling (about 20) under it.
@@ -136,6 +167,10 @@ pub struct PlatformSettings {
     /// A run (one connection) sends nothing more, and abandons what is in
     /// flight, once this much time has passed since it connected.
     pub run_deadline: Duration,
+    /// Mutations per request (`platform.batch.mutations`, 1..=100).
+    pub batch_mutations: usize,
+    /// List pages per request (`platform.batch.pages`, 1..=100).
+    pub batch_pages: usize,
 }
 
 impl Checker<'_> {
@@ -211,6 +246,14 @@ pub(super) fn validate_platform(
     if p.run_deadline_secs == 0 {
         return Err(c.invalid("platform.run_deadline_secs", "must be at least 1 second"));
     }
+    for (key, n) in [
+        ("platform.batch.mutations", p.batch.mutations),
+        ("platform.batch.pages", p.batch.pages),
+    ] {
+        if !(1..=MAX_BATCH).contains(&n) {
+            return Err(c.invalid(key, format!("must be from 1 to {MAX_BATCH}, not {n}")));
+        }
+    }
     Ok(PlatformSettings {
         target,
         auth,
@@ -224,6 +267,8 @@ pub(super) fn validate_platform(
             ..RetryPolicy::default()
         },
         run_deadline: Duration::from_secs(p.run_deadline_secs),
+        batch_mutations: p.batch.mutations,
+        batch_pages: p.batch.pages,
     })
 }
 

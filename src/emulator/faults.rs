@@ -48,6 +48,11 @@ pub struct Faults {
     /// been answered, a customer and a customer user in it are created, as
     /// another admin might while dirsync pages through the lists (0: never).
     pub insert_after_list_pages: u32,
+    /// The most root fields (operations, aliased or not) one document may
+    /// carry; a larger document is refused whole with HTTP 400 and nothing
+    /// in it runs, as the platform's cost limits refuse a document (None:
+    /// no limit).
+    pub max_root_fields: Option<u32>,
 }
 
 impl Faults {
@@ -81,8 +86,11 @@ pub struct Stats {
     pub queries: u64,
     /// Executed mutation documents.
     pub mutations: u64,
-    /// Executed requests by root field (`customers`, `createCustomer`, ...).
+    /// Executed operations by root field (`customers`, `createCustomer`,
+    /// ...): a document of 20 aliased mutations counts 20.
     pub operations: BTreeMap<String, u64>,
+    /// Documents refused whole for carrying more than `max_root_fields`.
+    pub too_large: u64,
     /// Answered 429.
     pub throttled: u64,
     /// Answered 500 or 503 by fault injection.

@@ -136,16 +136,18 @@ impl Seed {
                 .id
                 .clone();
             store
-                .insert_seeded_user(seeded_user(
-                    &u.email,
-                    &u.name,
-                    &u.phone,
-                    u.external_id.clone(),
-                    role_id,
-                    Some(customer_id),
-                    u.marketplace,
+                .insert_seeded_user(
+                    seeded_user(
+                        &u.email,
+                        &u.name,
+                        &u.phone,
+                        u.external_id.clone(),
+                        role_id,
+                        Some(customer_id),
+                        u.marketplace,
+                    )
+                    .seeded_at(now),
                 )
-                .seeded_at(now))
                 .map_err(|e| seed_err(format!("users[{i}]: {e}")))?;
         }
         let org_role = store
@@ -155,16 +157,18 @@ impl Seed {
             .ok_or_else(|| seed_err("no organization role".to_owned()))?;
         for (i, u) in self.organization_users.iter().enumerate() {
             store
-                .insert_seeded_user(seeded_user(
-                    &u.email,
-                    &u.name,
-                    "",
-                    u.external_id.clone(),
-                    org_role.clone(),
-                    None,
-                    false,
+                .insert_seeded_user(
+                    seeded_user(
+                        &u.email,
+                        &u.name,
+                        "",
+                        u.external_id.clone(),
+                        org_role.clone(),
+                        None,
+                        false,
+                    )
+                    .seeded_at(now),
                 )
-                .seeded_at(now))
                 .map_err(|e| seed_err(format!("organizationUsers[{i}]: {e}")))?;
         }
         Ok(())

@@ -336,6 +336,20 @@ async fn api(
     let mut is_mutation = false;
     let mut is_list = false;
     if let Some((ty, fields)) = root_fields(&request) {
+        if let Some(max) = faults.max_root_fields {
+            if fields.len() > max as usize {
+                guard(&shared.stats).too_large += 1;
+                let message = format!(
+                    "Query is too complex: {} root fields in one document, at most {max}",
+                    fields.len()
+                );
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({"errors": [{"message": message}]})),
+                )
+                    .into_response();
+            }
+        }
         let mut stats = guard(&shared.stats);
         is_mutation = ty == OperationType::Mutation;
         match ty {

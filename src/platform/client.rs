@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::{AuthMethod, TokenProvider};
+use super::batch::Batcher;
 use super::error::{PlatformError, StopReason};
 use super::operations::{self as ops, *};
 use super::rate::Pacer;
@@ -98,6 +99,11 @@ pub struct PlatformConfig {
     /// No request leaves, and those in flight are abandoned, once this much
     /// time has passed since the client was built (one client per run).
     pub run_deadline: Option<Duration>,
+    /// The most mutations sent in one document (`platform.batch.mutations`;
+    /// 1: each alone). See `super::batch`.
+    pub batch_mutations: usize,
+    /// The most list pages read in one document (`platform.batch.pages`).
+    pub batch_pages: usize,
 }
 
 impl PlatformConfig {
@@ -117,6 +123,8 @@ impl PlatformConfig {
             retry: RetryPolicy::default(),
             page_size: MAX_PAGE_SIZE,
             run_deadline: Some(DEFAULT_RUN_DEADLINE),
+            batch_mutations: 1,
+            batch_pages: 1,
         }
     }
 }
@@ -182,6 +190,27 @@ struct Inner {
     not_before: Mutex<Option<Instant>>,
     /// The platform's clock minus ours, from the last answer's `Date` header.
     clock_offset: Mutex<Option<chrono::TimeDelta>>,
+    batchers: Batchers,
+}
+
+/// The batchers in use (None: that kind is sent one per request).
+struct Batchers {
+    mutations: Option<Batcher>,
+    pages: Option<Batcher>,
+}
+
+impl Batchers {
+    /// The batcher an operation goes through: mutations, and the pages of
+    /// the two full listings (by operation name).
+    fn for_document(&self, operation: &str, query: &str) -> Option<&Batcher> {
+        if query.trim_start().starts_with("mutation") {
+            self.mutations.as_ref()
+        } else if matches!(operation, "ListCustomers" | "ListCustomerUsers") {
+            self.pages.as_ref()
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for PlatformClient {
@@ -257,7 +286,14 @@ impl PlatformClient {
                 tokens,
                 pacer: Pacer::new(config.requests_per_second),
                 in_flight: Semaphore::new(config.max_concurrency.max(1)),
-                page_concurrency: config.max_concurrency.max(1),
+                // Enough pages asked for at once to fill every document in flight.
+                page_concurrency: config.max_concurrency.max(1) * config.batch_pages.max(1),
+                batchers: Batchers {
+                    mutations: (config.batch_mutations > 1)
+                        .then(|| Batcher::new("mutations", config.batch_mutations)),
+                    pages: (config.batch_pages > 1)
+                        .then(|| Batcher::new("pages", config.batch_pages)),
+                },
                 retry: config.retry,
                 request_timeout: config.request_timeout,
                 page_size: config.page_size.clamp(1, MAX_PAGE_SIZE),
@@ -304,7 +340,23 @@ impl PlatformClient {
     }
 
     /// Resolves when the client stops, with why.
-    async fn interrupted(&self) -> StopReason {
+    pub(super) fn batcher(&self, what: &str) -> Option<&Batcher> {
+        match what {
+            "mutations" => self.inner.batchers.mutations.as_ref(),
+            _ => self.inner.batchers.pages.as_ref(),
+        }
+    }
+
+    /// The most mutations a document carries now (1 unbatched).
+    pub fn mutations_per_request(&self) -> usize {
+        self.batcher("mutations").map_or(1, Batcher::size)
+    }
+
+    pub(super) fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry.clone()
+    }
+
+    pub(super) async fn interrupted(&self) -> StopReason {
         let inner = &*self.inner;
         let shutdown = lock(&inner.shutdown).clone();
         let deadline = inner.deadline;
@@ -405,10 +457,13 @@ impl PlatformClient {
     ) -> Result<Q::ResponseData, PlatformError> {
         let body = Q::build_query(variables);
         let operation = body.operation_name;
+        if let Some(batcher) = self.inner.batchers.for_document(operation, body.query) {
+            return batcher.submit(self, operation, &body).await;
+        }
         with_retries_or(
             &self.inner.retry,
             operation,
-            || self.attempt_paced::<Q::Variables, Q::ResponseData>(operation, &body),
+            || self.attempt_paced(operation, &body, data_or_error::<Q::ResponseData>),
             || async move {
                 PlatformError::Stopped {
                     operation,
@@ -421,14 +476,19 @@ impl PlatformClient {
 
     /// One attempt, sent again after each 429 (the whole client waits out
     /// its `Retry-After` first): a 429 does not count as a failed attempt.
-    async fn attempt_paced<V: serde::Serialize, D: serde::de::DeserializeOwned>(
+    pub(super) async fn attempt_paced<B, D, R>(
         &self,
         operation: &'static str,
-        body: &graphql_client::QueryBody<V>,
-    ) -> Result<D, PlatformError> {
+        body: &B,
+        finish: fn(&'static str, graphql_client::Response<D>) -> Result<R, PlatformError>,
+    ) -> Result<R, PlatformError>
+    where
+        B: serde::Serialize,
+        D: serde::de::DeserializeOwned,
+    {
         let mut throttled = 0u32;
         loop {
-            match self.attempt(operation, body).await {
+            match self.attempt(operation, body, finish).await {
                 Err(e @ PlatformError::Throttled { .. }) => {
                     throttled += 1;
                     let limit = self.inner.retry.max_retry_after;
@@ -460,11 +520,16 @@ impl PlatformClient {
         }
     }
 
-    async fn attempt<V: serde::Serialize, D: serde::de::DeserializeOwned>(
+    async fn attempt<B, D, R>(
         &self,
         operation: &'static str,
-        body: &graphql_client::QueryBody<V>,
-    ) -> Result<D, PlatformError> {
+        body: &B,
+        finish: fn(&'static str, graphql_client::Response<D>) -> Result<R, PlatformError>,
+    ) -> Result<R, PlatformError>
+    where
+        B: serde::Serialize,
+        D: serde::de::DeserializeOwned,
+    {
         let inner = &*self.inner;
         let _permit = self
             .unless_stopped(operation, inner.in_flight.acquire())
@@ -497,7 +562,7 @@ impl PlatformClient {
         inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(operation, "Sending request.");
         let sent = inner.pacer.sent();
-        let exchange = self.exchange::<V, D>(operation, body, token, sent);
+        let exchange = self.exchange(operation, body, token, sent, finish);
         match inner.deadline {
             None => exchange.await,
             Some((at, d)) => tokio::select! {
@@ -511,13 +576,18 @@ impl PlatformClient {
     }
 
     /// Sends the request and reads its answer.
-    async fn exchange<V: serde::Serialize, D: serde::de::DeserializeOwned>(
+    async fn exchange<B, D, R>(
         &self,
         operation: &'static str,
-        body: &graphql_client::QueryBody<V>,
+        body: &B,
         token: secrecy::SecretString,
         sent: Instant,
-    ) -> Result<D, PlatformError> {
+        finish: fn(&'static str, graphql_client::Response<D>) -> Result<R, PlatformError>,
+    ) -> Result<R, PlatformError>
+    where
+        B: serde::Serialize,
+        D: serde::de::DeserializeOwned,
+    {
         let inner = &*self.inner;
         let response = inner
             .http
@@ -576,16 +646,7 @@ impl PlatformClient {
                 operation,
                 detail: e.to_string(),
             })?;
-        if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
-            return Err(PlatformError::GraphQl {
-                operation,
-                messages: errors.into_iter().map(|e| e.message).collect(),
-            });
-        }
-        parsed.data.ok_or_else(|| PlatformError::Protocol {
-            operation,
-            detail: "the response has neither data nor errors".to_owned(),
-        })
+        finish(operation, parsed)
     }
 
     fn transport_error(&self, operation: &'static str, e: reqwest::Error) -> PlatformError {
@@ -972,6 +1033,23 @@ impl PlatformClient {
 
 /// One `Arc<Role>` per distinct role, shared by the users that have it:
 /// at a million users, a copy per user would cost over 100 MiB.
+/// A single operation's answer: its `data`, or its top-level `errors`.
+pub(super) fn data_or_error<D>(
+    operation: &'static str,
+    parsed: graphql_client::Response<D>,
+) -> Result<D, PlatformError> {
+    if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
+        return Err(PlatformError::GraphQl {
+            operation,
+            messages: errors.into_iter().map(|e| e.message).collect(),
+        });
+    }
+    parsed.data.ok_or_else(|| PlatformError::Protocol {
+        operation,
+        detail: "the response has neither data nor errors".to_owned(),
+    })
+}
+
 pub(super) fn share_roles(mut users: Vec<PlatformUser>) -> Vec<PlatformUser> {
     let mut seen: std::collections::HashMap<PlatformId, Arc<Role>> =
         std::collections::HashMap::new();

@@ -7,6 +7,7 @@
 //! folder.
 
 mod auth;
+mod batch;
 mod changes;
 mod client;
 mod error;
@@ -19,6 +20,7 @@ pub use auth::{
     jwt_lifetime, AuthError, AuthMethod, SecretSource, TokenProvider, DEFAULT_REFRESH_MARGIN,
     ENV_ACCESS_TOKEN, ENV_API_KEY, ENV_REFRESH_TOKEN,
 };
+pub use batch::{compose, split, Composed, Part};
 pub use changes::{datetime_argument, Changes};
 pub use client::{
     ClientSetupError, PlatformClient, PlatformConfig, RequestStats, DEFAULT_MAX_CONCURRENCY,

@@ -183,7 +183,8 @@ async fn apply_saved(
         ApplyReport::default()
     } else {
         let options = ApplyOptions {
-            concurrency: config.policy.apply_concurrency,
+            concurrency: config.policy.apply_concurrency
+                * connection.client.mutations_per_request(),
             cancel: cancel.clone(),
         };
         apply(&checked.plan, &snapshot, client, &options, &progress).await

@@ -3,6 +3,7 @@
 mod active_directory;
 mod ad_source;
 mod auth_refresh;
+mod batching;
 mod cascade;
 mod cli;
 mod confirmation;
