@@ -238,7 +238,7 @@ impl Prepared {
             Some(_) => Some(ApplyReport::default()),
             None => None,
         };
-        crate::platform_view::remember(config, &self.view, report.as_ref());
+        crate::platform_view::remember(config, &connection.client, &self.view, report.as_ref());
         self.finish(connection, report)
     }
 
@@ -334,6 +334,7 @@ pub async fn prepare(
     let client = &connection.client;
     client.stop_when(cancel);
     let before = client.stats();
+    crate::platform_view::recall_rate(config, client);
     let platform = crate::platform_view::read(config, client);
     let source = async {
         match client.deadline() {

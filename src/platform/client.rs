@@ -347,6 +347,17 @@ impl PlatformClient {
         }
     }
 
+    /// Starts the rate from a ceiling an earlier run measured (nothing
+    /// once a request has gone).
+    pub fn start_at_ceiling(&self, ceiling: f64) {
+        self.inner.pacer.start_at_ceiling(ceiling);
+    }
+
+    /// The platform's ceiling as this run measured it (or started from).
+    pub fn measured_ceiling(&self) -> Option<f64> {
+        self.inner.pacer.ceiling()
+    }
+
     /// The most mutations a document carries now (1 unbatched).
     pub fn mutations_per_request(&self) -> usize {
         self.batcher("mutations").map_or(1, Batcher::size)

@@ -149,6 +149,17 @@ impl AimdRate {
         self.rate
     }
 
+    /// Starts from a ceiling measured by an earlier run (the state store)
+    /// instead of searching for it: [`BACKOFF`] of it (under the cap), held
+    /// and probed as after a back-off. Only before the first request.
+    pub fn start_at_ceiling(&mut self, ceiling: f64) {
+        if self.sending_since.is_some() || !ceiling.is_finite() || ceiling < MIN_RATE {
+            return;
+        }
+        self.rate = (BACKOFF * ceiling).clamp(MIN_RATE, self.cap.max(MIN_RATE));
+        self.phase = Phase::Hold { ceiling };
+    }
+
     /// The ceiling measured at the last back-off, if any.
     pub fn ceiling(&self) -> Option<f64> {
         match self.phase {
@@ -320,6 +331,18 @@ impl Pacer {
         self.lock().aimd.backoffs()
     }
 
+    /// The ceiling measured at the last back-off (or started from).
+    pub fn ceiling(&self) -> Option<f64> {
+        self.lock().aimd.ceiling()
+    }
+
+    /// See [`AimdRate::start_at_ceiling`].
+    pub fn start_at_ceiling(&self, ceiling: f64) {
+        let mut s = self.lock();
+        s.aimd.start_at_ceiling(ceiling);
+        s.logged = s.aimd.current();
+    }
+
     /// Returns when this request may leave: at its slot, taken now. A
     /// back-off while it waits voids the slot, and it takes a new one (after
     /// the pause).
@@ -418,6 +441,23 @@ mod tests {
             at += gap;
         }
         at
+    }
+
+    #[test]
+    fn a_remembered_ceiling_starts_the_run_just_under_it_and_held() {
+        let mut a = AimdRate::new(cap(50));
+        a.start_at_ceiling(20.0);
+        assert!((a.current() - 19.0).abs() < 1e-9);
+        assert_eq!(a.ceiling(), Some(20.0));
+        // Under a lower cap, the cap.
+        let mut a = AimdRate::new(cap(10));
+        a.start_at_ceiling(20.0);
+        assert_eq!(a.current(), 10.0);
+        // Not once requests have gone.
+        let mut a = AimdRate::new(cap(50));
+        a.on_sent(Instant::now());
+        a.start_at_ceiling(40.0);
+        assert_eq!(a.current(), INITIAL_RATE);
     }
 
     #[test]

@@ -215,6 +215,23 @@ fn overlay<T>(mut stored: Vec<T>, changed: Vec<T>, id: impl Fn(&T) -> &PlatformI
     stored
 }
 
+/// How long a remembered rate ceiling is used: a day (the platform's limit
+/// may change; an older one is found again).
+pub const CEILING_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Starts the client's rate at the ceiling an earlier run measured on this
+/// platform, when the store remembers one: a run then neither searches for
+/// it nor pays the `Retry-After` pause that finding it costs.
+pub fn recall_rate(config: &Config, client: &PlatformClient) {
+    let identity = Identity::of(config);
+    if let Some(ceiling) =
+        state::snapshot::recall_ceiling(&config.state_dir, &identity, Utc::now(), CEILING_MEMORY)
+    {
+        tracing::debug!(ceiling, "Starting at the request-rate ceiling an earlier run measured.");
+        client.start_at_ceiling(ceiling);
+    }
+}
+
 /// Reads the platform for a run: incrementally when the store allows it
 /// ([`decide`], [`merge`]), else in full. Reads the store, never writes it.
 pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformView, PlatformError> {
@@ -264,10 +281,15 @@ pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformVi
 }
 
 /// Writes what the run learnt into the store: the whole snapshot after a
-/// full read, the changes after an incremental one, and the records the
-/// apply deleted (only those it is sure of). A store that cannot be
+/// full read, the changes after an incremental one, the records the apply
+/// deleted (only those it is sure of), and the rate ceiling it measured. A store that cannot be
 /// written is a WARN: the next run reads in full.
-pub fn remember(config: &Config, view: &PlatformView, report: Option<&ApplyReport>) {
+pub fn remember(
+    config: &Config,
+    client: &PlatformClient,
+    view: &PlatformView,
+    report: Option<&ApplyReport>,
+) {
     let deleted: Vec<PlatformId> = report
         .map(|r| {
             r.operations
@@ -284,7 +306,11 @@ pub fn remember(config: &Config, view: &PlatformView, report: Option<&ApplyRepor
         })
         .unwrap_or_default();
     let identity = Identity::of(config);
+    let ceiling = client.measured_ceiling();
     let written = StateStore::open(&config.state_dir, &identity).and_then(|mut store| {
+        if let Some(ceiling) = ceiling {
+            store.save_ceiling(ceiling, Utc::now())?;
+        }
         match &view.changed {
             // Holdings are not stored.
             None => store.save_snapshot(&view.snapshot, view.taken_at)?,

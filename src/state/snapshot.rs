@@ -265,6 +265,61 @@ impl StateStore {
     }
 }
 
+const RATE_CEILING: &str = "rate_ceiling";
+
+impl StateStore {
+    /// Remembers the platform's request-rate ceiling as a run measured it.
+    pub fn save_ceiling(&mut self, ceiling: f64, at: DateTime<Utc>) -> Result<(), StateError> {
+        let value = serde_json::json!({
+            "identity": self.identity.digest(),
+            "ceiling": ceiling,
+            "at": stamp(at),
+        })
+        .to_string();
+        let mut write = || -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            set_meta(&tx, RATE_CEILING, &value)?;
+            tx.commit()
+        };
+        write().map_err(|error| StateError::Sqlite {
+            path: self.path.clone(),
+            doing: "save the rate ceiling",
+            error,
+        })
+    }
+
+    /// The ceiling an earlier run measured on this platform, and when.
+    pub fn load_ceiling(&self) -> Result<Option<(f64, DateTime<Utc>)>, StateError> {
+        let Some(text) = self.meta(RATE_CEILING)? else {
+            return Ok(None);
+        };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Ok(None);
+        };
+        if value["identity"].as_str() != Some(self.identity.digest().as_str()) {
+            return Ok(None);
+        }
+        let ceiling = value["ceiling"].as_f64();
+        let at = value["at"].as_str().and_then(parse_stamp);
+        Ok(ceiling.zip(at))
+    }
+}
+
+/// The ceiling remembered for `identity`, when there is one younger than
+/// `max_age` (an unreadable store is none, silently: the snapshot's load
+/// already warns).
+pub fn recall_ceiling(
+    state_dir: &Path,
+    identity: &Identity,
+    now: DateTime<Utc>,
+    max_age: chrono::TimeDelta,
+) -> Option<f64> {
+    let mut store = StateStore::open_existing(state_dir).ok()??;
+    store.identity = identity.clone();
+    let (ceiling, at) = store.load_ceiling().ok()??;
+    (now.signed_duration_since(at) <= max_age).then_some(ceiling)
+}
+
 /// The stored snapshot for `identity` in `state_dir`, or None: no store yet,
 /// no snapshot for this identity, or a store that cannot be read (a WARN
 /// naming the file and the cause; never an error of the run).

@@ -154,3 +154,49 @@ async fn a_cap_below_the_ceiling_is_never_exceeded() {
     assert_eq!(client.current_rate(), 5.0);
     assert_eq!(emu.handle.stats().throttled, 0);
 }
+
+/// Measured: a short first sync (10 customers / 200 users) took 1.14× the
+/// bound at a ceiling of 20 and 1.30× at 40, most of it the one
+/// `Retry-After` pause that finding the ceiling cost. Each run paid it
+/// again. The store now remembers the ceiling: the next run starts just
+/// under it and finds it with no 429.
+#[tokio::test]
+async fn a_later_run_starts_at_the_ceiling_an_earlier_run_measured() {
+    const CEILING: u32 = 40;
+    let s = Scenario::new(None).await;
+    s.write_users(&rows(190, 10));
+    let mut config = s.config("  apply_concurrency: 4\n");
+    config.platform.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
+    s.emu.handle.set_faults(Faults {
+        latency_ms: 50,
+        rate_limit_per_sec: Some(CEILING),
+        retry_after_secs: Some(1),
+        ..Faults::default()
+    });
+    let apply = Mode::Apply {
+        allow_deletes: false,
+    };
+    let first = Connection::open(&config.platform).await.unwrap();
+    reconcile(&config, &first, apply, &Quiet).await.unwrap();
+    assert!(s.emu.handle.stats().throttled > 0, "the first run finds it");
+    let measured = first.client.measured_ceiling().expect("measured");
+
+    // 200 changes for the second run: every user renamed.
+    let renamed: Vec<String> = rows(190, 10)
+        .iter()
+        .map(|r| r.replacen(",User ", ",Renamed User ", 1))
+        .collect();
+    s.write_users(&renamed);
+    s.emu.handle.reset_stats();
+    let second = Connection::open(&config.platform).await.unwrap();
+    let r = reconcile(&config, &second, apply, &Quiet).await.unwrap();
+    assert_eq!(r.report.as_ref().unwrap().operations.len(), 190);
+    assert_eq!(second.client.measured_ceiling(), Some(measured));
+    let stats = s.emu.handle.stats();
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert!(
+        second.client.current_rate() >= 0.9 * measured,
+        "{} against {measured}",
+        second.client.current_rate()
+    );
+}
