@@ -120,6 +120,18 @@ fn write_inputs(
     users: usize,
     start: Start,
 ) -> std::io::Result<(Option<Seed>, u64)> {
+    write_inputs_with(path, customers, users, start, false)
+}
+
+/// [`write_inputs`]; with `directory_drift`, the CSV (not the seed) gives
+/// the [`drifted`] users another phone.
+fn write_inputs_with(
+    path: &Path,
+    customers: usize,
+    users: usize,
+    start: Start,
+    directory_drift: bool,
+) -> std::io::Result<(Option<Seed>, u64)> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         out,
@@ -141,13 +153,18 @@ fn write_inputs(
     }
     for i in 0..users {
         let p = person(i, customers);
+        let csv_phone = if directory_drift && drifted(i) {
+            format!("+44 20 {i:07}")
+        } else {
+            p.phone.clone()
+        };
         writeln!(
             out,
             "{},{},{},{},{},{},{},{}",
             p.employee_id,
             p.email,
             p.name,
-            p.phone,
+            csv_phone,
             p.role.0,
             customer_key(p.customer),
             customer_name(p.customer),
@@ -182,9 +199,20 @@ fn write_inputs(
 /// The config of `config/example.yaml`'s mapping; `requests_per_second`
 /// left at its default unless given.
 fn config_text(url: &str, requests_per_second: Option<u32>) -> String {
-    let rps = requests_per_second
+    config_text_batched(url, requests_per_second, 1)
+}
+
+/// [`config_text`] with `platform.batch` (mutations `batch`, pages a quarter of it).
+fn config_text_batched(url: &str, requests_per_second: Option<u32>, batch: usize) -> String {
+    let mut rps = requests_per_second
         .map(|r| format!("  requests_per_second: {r}\n"))
         .unwrap_or_default();
+    if batch > 1 {
+        rps.push_str(&format!(
+            "  batch: {{ mutations: {batch}, pages: {} }}\n",
+            (batch / 4).max(1)
+        ));
+    }
     format!(
         "\
 platform:
@@ -416,21 +444,72 @@ impl Peer {
 // ---------------------------------------------------------------------------
 // One measured run.
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// A state directory of its own, empty: nothing known of the platform.
+    Fresh,
+    /// The state store remembers the rate ceiling the fresh run before it
+    /// (same case, ceiling and latency) measured, as a daemon's store would.
+    Ceiling,
+    /// A sync ran before against this platform (the store holds its
+    /// snapshot and ceiling); the case's changes are made to the directory
+    /// after it.
+    Store,
+}
+
+#[derive(Clone, Copy)]
+struct Options {
+    /// `platform.requests_per_second`.
+    rps: Option<u32>,
+    /// `platform.batch.mutations` (pages: a quarter of it).
+    batch: usize,
+    memory: Memory,
+}
+
+const DEFAULTS: Options = Options {
+    rps: None,
+    batch: 1,
+    memory: Memory::Fresh,
+};
+
 #[derive(Clone, Copy)]
 enum Contender {
-    /// dirsync; `Some(n)` sets `platform.requests_per_second: n`.
-    Dirsync(Option<u32>),
+    Dirsync(Options),
     Peer,
 }
 
 impl Contender {
     fn label(self) -> String {
         match self {
-            Contender::Dirsync(None) => "dirsync (default config)".to_owned(),
-            Contender::Dirsync(Some(r)) => format!("dirsync, requests_per_second {r}"),
+            Contender::Dirsync(o) => {
+                let mut parts = Vec::new();
+                if let Some(r) = o.rps {
+                    parts.push(format!("requests_per_second {r}"));
+                }
+                if o.batch > 1 {
+                    parts.push(format!("batch {}/{}", o.batch, (o.batch / 4).max(1)));
+                }
+                match o.memory {
+                    Memory::Fresh => {}
+                    Memory::Ceiling => parts.push("ceiling remembered".to_owned()),
+                    Memory::Store => parts.push("store from the run before".to_owned()),
+                }
+                if parts.is_empty() {
+                    "dirsync (default config)".to_owned()
+                } else {
+                    format!("dirsync, {}", parts.join(", "))
+                }
+            }
             Contender::Peer => "sequential peer".to_owned(),
         }
     }
+}
+
+/// Only reads (`Mode::Plan`), or a sync.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Sync,
+    Plan,
 }
 
 #[derive(Clone, Copy)]
@@ -439,8 +518,10 @@ struct Spec {
     customers: usize,
     users: usize,
     ceiling: u32,
+    latency_ms: u64,
     start: Start,
     contender: Contender,
+    run: Run,
 }
 
 impl Spec {
@@ -451,6 +532,9 @@ impl Spec {
     }
 
     fn needed(&self) -> u64 {
+        if self.run == Run::Plan {
+            return 0;
+        }
         match self.start {
             Start::Empty => (self.customers + self.users) as u64,
             Start::Matching => 0,
@@ -471,6 +555,8 @@ enum Measured {
         stats: Stats,
         /// The contender's own count of requests sent (429s included).
         client_sent: u64,
+        /// The ceiling dirsync measured (or started from).
+        ceiling: Option<f64>,
     },
     Skipped {
         estimate_secs: f64,
@@ -530,6 +616,9 @@ async fn converged(
         &dir.join("check.yaml"),
     )
     .map_err(|e| format!("check config: {e}"))?;
+    // A full read, whatever the store holds.
+    let mut config = config;
+    config.full_every = Duration::ZERO;
     let connection = Connection::open(&config.platform)
         .await
         .map_err(|e| format!("check connection: {e}"))?;
@@ -549,10 +638,52 @@ async fn converged(
     Ok(())
 }
 
-async fn measure(spec: Spec) -> Result<Row, String> {
+/// Starts an emulator for `spec` holding `seed`, behind its ceiling and latency.
+async fn emulator_for(spec: &Spec, seed: Option<Seed>) -> Result<emulator::RunningEmulator, String> {
+    let mut options = EmulatorOptions::local(TOKEN);
+    options.seed = seed;
+    options.faults = faults_for(spec);
+    emulator::start(options)
+        .await
+        .map_err(|e| format!("emulator: {e}"))
+}
+
+fn faults_for(spec: &Spec) -> Faults {
+    Faults {
+        rate_limit_per_sec: Some(spec.ceiling),
+        latency_ms: spec.latency_ms,
+        retry_after_secs: Some(1),
+        ..Faults::default()
+    }
+}
+
+/// One dirsync reconcile of `config`; its result, wall time and the
+/// ceiling it measured.
+async fn dirsync_run(
+    config: &Config,
+    mode: Mode,
+) -> Result<(dirsync::run::Reconcile, Duration, Option<f64>), String> {
+    let connection = Connection::open(&config.platform)
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let started = Instant::now();
+    let result = reconcile(config, &connection, mode, &dirsync::apply::Quiet)
+        .await
+        .map_err(|e| format!("reconcile: {e}"))?;
+    let wall = started.elapsed();
+    let ceiling = connection.client.measured_ceiling();
+    connection.close().await.map_err(|e| e.to_string())?;
+    Ok((result, wall, ceiling))
+}
+
+const APPLY: Mode = Mode::Apply {
+    allow_deletes: false,
+};
+
+async fn measure(spec: Spec, remembered: Option<f64>) -> Result<Row, String> {
     if let Contender::Peer = spec.contender {
         // Sequential: at most one request per round trip, and never above the ceiling.
-        let rate = f64::from(spec.ceiling).min(1000.0 / LATENCY_MS as f64);
+        let rate = f64::from(spec.ceiling).min(1000.0 / spec.latency_ms.max(1) as f64);
         let requests = spec.peer_requests();
         let estimate_secs = requests as f64 / rate;
         if estimate_secs > PEER_LIMIT_SECS {
@@ -566,56 +697,61 @@ async fn measure(spec: Spec) -> Result<Row, String> {
         }
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (seed, needed) = write_inputs(
-        &dir.path().join("users.csv"),
-        spec.customers,
-        spec.users,
-        spec.start,
-    )
-    .map_err(|e| format!("writing the inputs: {e}"))?;
-    assert_eq!(needed, spec.needed(), "the case's needed operations");
-    let mut options = EmulatorOptions::local(TOKEN);
-    options.seed = seed;
-    options.faults = Faults {
-        rate_limit_per_sec: Some(spec.ceiling),
-        latency_ms: LATENCY_MS,
-        retry_after_secs: Some(1),
-        ..Faults::default()
+    let csv = dir.path().join("users.csv");
+    let store = matches!(spec.contender, Contender::Dirsync(o) if o.memory == Memory::Store);
+    // With a store from the run before, the platform starts matching the
+    // directory; the drift is the directory's, made after that run.
+    let seed_start = if store && spec.start == Start::Drifted {
+        Start::Matching
+    } else {
+        spec.start
     };
-    let running = emulator::start(options)
-        .await
-        .map_err(|e| format!("emulator: {e}"))?;
-    // A second with nothing sent, so the run starts with the ceiling unspent.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    running.handle.reset_stats();
+    let (seed, _) = write_inputs(&csv, spec.customers, spec.users, seed_start)
+        .map_err(|e| format!("writing the inputs: {e}"))?;
+    let needed = spec.needed();
+    let running = emulator_for(&spec, seed).await?;
 
-    let (wall, client_sent) = match spec.contender {
-        Contender::Dirsync(rps) => {
+    let (wall, client_sent, ceiling) = match spec.contender {
+        Contender::Dirsync(options) => {
             let config = Config::parse(
-                &config_text(&running.url(), rps),
+                &config_text_batched(&running.url(), options.rps, options.batch),
                 &dir.path().join("dirsync.yaml"),
             )
             .map_err(|e| format!("config: {e}"))?;
-            let connection = Connection::open(&config.platform)
-                .await
-                .map_err(|e| format!("connection: {e}"))?;
-            let started = Instant::now();
-            let result = reconcile(
-                &config,
-                &connection,
-                Mode::Apply {
-                    allow_deletes: false,
-                },
-                &dirsync::apply::Quiet,
-            )
-            .await
-            .map_err(|e| format!("reconcile: {e}"))?;
-            let wall = started.elapsed();
-            connection.close().await.map_err(|e| e.to_string())?;
+            match options.memory {
+                Memory::Fresh => {}
+                Memory::Ceiling => {
+                    let ceiling = remembered.ok_or("no ceiling measured by the run before")?;
+                    dirsync::state::StateStore::open(
+                        &config.state_dir,
+                        &dirsync::state::Identity::of(&config),
+                    )
+                    .and_then(|mut s| s.save_ceiling(ceiling, chrono::Utc::now()))
+                    .map_err(|e| format!("store: {e}"))?;
+                }
+                Memory::Store => {
+                    let (warm, _, _) = dirsync_run(&config, APPLY).await?;
+                    if !warm.plan.is_empty() {
+                        return Err(format!("the run before planned {:?}", warm.plan.counts()));
+                    }
+                    if spec.start == Start::Drifted {
+                        write_inputs_with(&csv, spec.customers, spec.users, Start::Matching, true)
+                            .map_err(|e| format!("writing the inputs: {e}"))?;
+                    }
+                }
+            }
+            // A second with nothing sent, so the run starts with the ceiling unspent.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            running.handle.reset_stats();
+            let mode = match spec.run {
+                Run::Sync => APPLY,
+                Run::Plan => Mode::Plan,
+            };
+            let (result, wall, ceiling) = dirsync_run(&config, mode).await?;
             if !result.blocked.is_empty() {
                 return Err(format!("blocked: {:?}", result.blocked));
             }
-            if result.plan.operations.len() as u64 != needed {
+            if spec.run == Run::Sync && result.plan.operations.len() as u64 != needed {
                 return Err(format!(
                     "planned {} operations, the case needs {needed}",
                     result.plan.operations.len()
@@ -630,23 +766,32 @@ async fn measure(spec: Spec) -> Result<Row, String> {
                     ));
                 }
             }
-            (wall, result.requests.sent)
+            (wall, result.requests.sent, ceiling)
         }
         Contender::Peer => {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            running.handle.reset_stats();
             let mut peer = Peer::new(&running.url())?;
             let started = Instant::now();
             peer.sync(spec.customers, spec.users).await?;
-            (started.elapsed(), peer.sent)
+            (started.elapsed(), peer.sent, None)
         }
     };
     let stats = running.handle.stats();
-    if stats.mutations != needed {
+    let executed: u64 = stats
+        .operations
+        .iter()
+        .filter(|(k, _)| k.starts_with("create") || k.starts_with("update") || k.starts_with("delete"))
+        .map(|(_, v)| v)
+        .sum();
+    if executed != needed {
         return Err(format!(
-            "{} mutations executed, the case needs {needed}",
-            stats.mutations
+            "{executed} mutations executed, the case needs {needed}"
         ));
     }
-    converged(&spec, &running, dir.path()).await?;
+    if spec.run == Run::Sync {
+        converged(&spec, &running, dir.path()).await?;
+    }
     running.shutdown().await.map_err(|e| e.to_string())?;
     Ok(Row {
         spec,
@@ -654,6 +799,7 @@ async fn measure(spec: Spec) -> Result<Row, String> {
             wall,
             stats,
             client_sent,
+            ceiling,
         },
     })
 }
@@ -665,6 +811,7 @@ fn print_run(row: &Row) {
             wall,
             stats,
             client_sent,
+            ceiling,
         } => {
             let ops = stats
                 .operations
@@ -673,11 +820,12 @@ fn print_run(row: &Row) {
                 .collect::<Vec<_>>()
                 .join(", ");
             println!(
-                "case {} C={} U={} ceiling {}/s, {}: {}, {} requests ({} answered 429, {} mutations; its own count {}), max in flight {}; {}",
+                "case {} C={} U={} ceiling {}/s latency {} ms, {}: {}, {} requests ({} answered 429, {} mutation documents; its own count {}), max in flight {}, ceiling measured {:?}; {}",
                 s.case,
                 s.customers,
                 s.users,
                 s.ceiling,
+                s.latency_ms,
                 s.contender.label(),
                 secs(*wall),
                 stats.requests,
@@ -685,6 +833,7 @@ fn print_run(row: &Row) {
                 stats.mutations,
                 client_sent,
                 stats.max_in_flight,
+                ceiling.map(|c| (c * 10.0).round() / 10.0),
                 ops
             );
         }
@@ -705,24 +854,26 @@ fn print_run(row: &Row) {
 
 fn print_table(rows: &[Row]) {
     println!();
-    println!("| case | C / U | start | ceiling | contender | wall | requests | answered 429 | mutations | pages + mutations | bound | wall / bound |");
+    println!("| case | C / U | start | ceiling, latency | contender | wall | requests | answered 429 | mutation documents | pages + mutations | bound | wall / bound |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let s = &row.spec;
-        let start = match s.start {
-            Start::Empty => "empty (first sync)",
-            Start::Matching => "matching (steady state)",
-            Start::Drifted => "1% drift",
+        let start = match (s.start, s.run) {
+            (_, Run::Plan) => "full read (plan)",
+            (Start::Empty, _) => "empty (first sync)",
+            (Start::Matching, _) => "matching (steady state)",
+            (Start::Drifted, _) => "1% drift",
         };
         let least = s.pages() + s.needed();
         let bound = least as f64 / f64::from(s.ceiling);
         let head = format!(
-            "| {} | {} / {} | {} | {}/s | {} |",
+            "| {} | {} / {} | {} | {}/s, {} ms | {} |",
             s.case,
             fmt_int(s.customers as u64),
             fmt_int(s.users as u64),
             start,
             s.ceiling,
+            s.latency_ms,
             s.contender.label()
         );
         match &row.measured {
@@ -753,7 +904,7 @@ fn print_table(rows: &[Row]) {
         }
     }
     println!();
-    println!("requests: every POST /api the emulator received (429s included); answered 429: those refused by the ceiling; mutations: mutation documents executed.");
+    println!("requests: every POST /api the emulator received (429s included); answered 429: those refused by the ceiling; mutation documents: mutation requests executed (a batch of 20 is one).");
     println!("bound = (pages + mutations) / ceiling, with pages = ceil(C/100) + ceil(U/100) + 2 (both lists read in pages of 100, authenticatedUser, customerRoles) and mutations = the operations the case needs (C + U creates, the drifted users' updates, or 0): the time a client reading everything and sending one mutation per request needs at the ceiling.");
 }
 
@@ -764,40 +915,72 @@ fn specs(filter: &[String]) -> Vec<Spec> {
         customers,
         users,
         ceiling,
+        latency_ms: LATENCY_MS,
         start,
         contender,
+        run: Run::Sync,
     };
+    let with = |o: Options| Contender::Dirsync(o);
+    let remembered = with(Options {
+        memory: Memory::Ceiling,
+        ..DEFAULTS
+    });
+    let store = with(Options {
+        memory: Memory::Store,
+        ..DEFAULTS
+    });
+    let batched = with(Options {
+        batch: 20,
+        ..DEFAULTS
+    });
     let mut out = Vec::new();
     if filter.iter().any(|f| f == "small") {
-        for contender in [Contender::Dirsync(None), Contender::Peer] {
+        for contender in [with(DEFAULTS), remembered, batched, Contender::Peer] {
             out.push(spec("1 (small)", 10, 50, 40, Start::Empty, contender));
         }
+        out.push(spec("4 (small)", 10, 50, 40, Start::Matching, store));
     }
     if wants("case1") {
         for ceiling in [10, 20, 40] {
-            for contender in [Contender::Dirsync(None), Contender::Peer] {
+            for contender in [with(DEFAULTS), remembered, Contender::Peer] {
                 out.push(spec("1", 10, 200, ceiling, Start::Empty, contender));
             }
         }
     }
-    let trio = [
-        Contender::Dirsync(None),
-        Contender::Dirsync(Some(20)),
-        Contender::Peer,
-    ];
     if wants("case2") {
-        for contender in trio {
-            out.push(spec("2", 50, 2_000, 20, Start::Empty, contender));
+        for ceiling in [10, 20, 40] {
+            for contender in [with(DEFAULTS), remembered, batched] {
+                out.push(spec("2", 50, 2_000, ceiling, Start::Empty, contender));
+            }
         }
+        out.push(spec("2", 50, 2_000, 20, Start::Empty, Contender::Peer));
     }
     if wants("case3") {
-        for contender in trio {
+        for contender in [with(DEFAULTS), store, batched, Contender::Peer] {
             out.push(spec("3", 5_000, 100_000, 20, Start::Drifted, contender));
         }
     }
     if wants("case4") {
-        for contender in trio {
+        for contender in [with(DEFAULTS), store, Contender::Peer] {
             out.push(spec("4", 50, 2_000, 20, Start::Matching, contender));
+        }
+        for contender in [with(DEFAULTS), store] {
+            out.push(spec("4", 5_000, 100_000, 20, Start::Matching, contender));
+        }
+    }
+    if wants("case5") {
+        out.push(spec("5", 5_000, 100_000, 20, Start::Empty, batched));
+        out.push(spec("5", 5_000, 100_000, 20, Start::Empty, Contender::Peer));
+    }
+    if wants("case6") {
+        for latency_ms in [0, 50, 100, 200] {
+            for contender in [with(DEFAULTS), remembered] {
+                out.push(Spec {
+                    latency_ms,
+                    run: Run::Plan,
+                    ..spec("6", 100, 9_900, 20, Start::Matching, contender)
+                });
+            }
         }
     }
     out
@@ -811,7 +994,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let known = ["small", "case1", "case2", "case3", "case4"];
+    let known = ["small", "case1", "case2", "case3", "case4", "case5", "case6"];
     if let Some(unknown) = filter.iter().find(|f| !known.contains(&f.as_str())) {
         eprintln!(
             "throughput: unknown case {unknown:?}; give any of {} (none: case1 to case4)",
@@ -824,10 +1007,26 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    // The ceiling each fresh dirsync run measured, by case, ceiling and
+    // latency: what the next run's store remembers.
+    let mut measured: BTreeMap<(&str, u32, u64), f64> = BTreeMap::new();
     for spec in specs(&filter) {
-        match runtime.block_on(measure(spec)) {
+        let key = (spec.case, spec.ceiling, spec.latency_ms);
+        match runtime.block_on(measure(spec, measured.get(&key).copied())) {
             Ok(row) => {
                 print_run(&row);
+                if let (
+                    Contender::Dirsync(Options {
+                        memory: Memory::Fresh,
+                        ..
+                    }),
+                    Measured::Ran {
+                        ceiling: Some(c), ..
+                    },
+                ) = (spec.contender, &row.measured)
+                {
+                    measured.insert(key, *c);
+                }
                 rows.push(row);
             }
             Err(e) => {
