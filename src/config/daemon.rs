@@ -198,6 +198,28 @@ pub(super) fn validate_metrics(
 #[cfg(test)]
 mod daemon_settings_tests {
     use super::*;
+
+    #[test]
+    fn full_every_is_hourly_by_default_and_takes_seconds_or_units() {
+        use crate::config::tests::{parse, MINIMAL};
+        assert_eq!(parse(MINIMAL).unwrap().full_every, DEFAULT_FULL_EVERY);
+        let with =
+            |v: &str| format!("{MINIMAL}schedule:\n  cron: \"@hourly\"\n  full_every: {v}\n");
+        assert_eq!(
+            parse(&with("900")).unwrap().full_every,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse(&with("30m")).unwrap().full_every,
+            Duration::from_secs(1800)
+        );
+        assert_eq!(parse(&with("0")).unwrap().full_every, Duration::ZERO);
+        let err = parse(&with("often")).unwrap_err().to_string();
+        assert!(
+            err.contains("schedule.full_every") && err.contains("often"),
+            "{err}"
+        );
+    }
     use crate::config::tests::{parse, MINIMAL};
 
     #[test]

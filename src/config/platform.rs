@@ -327,11 +327,28 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.platform.requests_per_second.get(), 50);
         assert_eq!(c.platform.max_concurrency, 8);
+        assert_eq!((c.platform.batch_mutations, c.platform.batch_pages), (1, 1));
         let c = parse(&with_platform_key("requests_per_second: 20")).unwrap();
         assert_eq!(c.platform.requests_per_second.get(), 20);
         let err = parse(&with_platform_key("requests_per_second: 0")).unwrap_err();
         assert_eq!(err.key(), Some("platform.requests_per_second"), "{err}");
         assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn batch_sizes_are_taken_from_1_to_100_and_name_their_key_when_not() {
+        let c = parse(&with_platform_key("batch: { mutations: 20, pages: 5 }")).unwrap();
+        assert_eq!(
+            (c.platform.batch_mutations, c.platform.batch_pages),
+            (20, 5)
+        );
+        let c = parse(&with_platform_key("batch: { mutations: 20 }")).unwrap();
+        assert_eq!(c.platform.batch_pages, 1);
+        let err = parse(&with_platform_key("batch: { mutations: 0 }")).unwrap_err();
+        assert_eq!(err.key(), Some("platform.batch.mutations"), "{err}");
+        let err = parse(&with_platform_key("batch: { pages: 500 }")).unwrap_err();
+        assert_eq!(err.key(), Some("platform.batch.pages"), "{err}");
+        assert!(err.to_string().contains("from 1 to 100"), "{err}");
     }
 
     #[test]

@@ -227,7 +227,10 @@ pub fn recall_rate(config: &Config, client: &PlatformClient) {
     if let Some(ceiling) =
         state::snapshot::recall_ceiling(&config.state_dir, &identity, Utc::now(), CEILING_MEMORY)
     {
-        tracing::debug!(ceiling, "Starting at the request-rate ceiling an earlier run measured.");
+        tracing::debug!(
+            ceiling,
+            "Starting at the request-rate ceiling an earlier run measured."
+        );
         client.start_at_ceiling(ceiling);
     }
 }

@@ -323,15 +323,13 @@ pub fn recall_ceiling(
 /// The stored snapshot for `identity` in `state_dir`, or None: no store yet,
 /// no snapshot for this identity, or a store that cannot be read (a WARN
 /// naming the file and the cause; never an error of the run).
-/// Never creates the file (a `plan` leaves no store behind).
+/// Never creates a store where there is none (a `plan` leaves no store
+/// behind); a damaged one is set aside as [`StateStore::open`] does.
 pub fn load_or_warn(state_dir: &Path, identity: &Identity) -> Option<StoredSnapshot> {
-    let loaded = StateStore::open_existing(state_dir).and_then(|store| match store {
-        Some(mut store) => {
-            store.identity = identity.clone();
-            store.load_snapshot()
-        }
-        None => Ok(None),
-    });
+    if !super::store_path(state_dir).exists() {
+        return None;
+    }
+    let loaded = StateStore::open(state_dir, identity).and_then(|store| store.load_snapshot());
     match loaded {
         Ok(s) => s,
         Err(e) => {

@@ -639,7 +639,10 @@ async fn converged(
 }
 
 /// Starts an emulator for `spec` holding `seed`, behind its ceiling and latency.
-async fn emulator_for(spec: &Spec, seed: Option<Seed>) -> Result<emulator::RunningEmulator, String> {
+async fn emulator_for(
+    spec: &Spec,
+    seed: Option<Seed>,
+) -> Result<emulator::RunningEmulator, String> {
     let mut options = EmulatorOptions::local(TOKEN);
     options.seed = seed;
     options.faults = faults_for(spec);
@@ -781,7 +784,9 @@ async fn measure(spec: Spec, remembered: Option<f64>) -> Result<Row, String> {
     let executed: u64 = stats
         .operations
         .iter()
-        .filter(|(k, _)| k.starts_with("create") || k.starts_with("update") || k.starts_with("delete"))
+        .filter(|(k, _)| {
+            k.starts_with("create") || k.starts_with("update") || k.starts_with("delete")
+        })
         .map(|(_, v)| v)
         .sum();
     if executed != needed {
@@ -994,7 +999,9 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let known = ["small", "case1", "case2", "case3", "case4", "case5", "case6"];
+    let known = [
+        "small", "case1", "case2", "case3", "case4", "case5", "case6",
+    ];
     if let Some(unknown) = filter.iter().find(|f| !known.contains(&f.as_str())) {
         eprintln!(
             "throughput: unknown case {unknown:?}; give any of {} (none: case1 to case4)",
