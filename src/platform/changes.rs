@@ -55,28 +55,11 @@ impl PlatformClient {
         };
         let customer_count = count("customers", data.customer_count.total_count)?;
         let user_count = count("users", data.user_count.total_count)?;
-        let customers_page = Page {
-            items: data
-                .changed_customers
-                .nodes
-                .into_iter()
-                .flatten()
-                .map(PlatformCustomer::try_from)
-                .collect::<Result<_, _>>()?,
-            has_next_page: data.changed_customers.page_info.has_next_page,
-            total_count: data.changed_customers.total_count,
-        };
-        let users_page = Page {
-            items: data
-                .changed_users
-                .nodes
-                .into_iter()
-                .flatten()
-                .map(PlatformUser::try_from)
-                .collect::<Result<_, _>>()?,
-            has_next_page: data.changed_users.page_info.has_next_page,
-            total_count: data.changed_users.total_count,
-        };
+        let (c, u) = (data.changed_customers, data.changed_users);
+        let customers_page: Page<PlatformCustomer> =
+            Page::of(c.nodes, c.page_info.has_next_page, c.total_count)?;
+        let users_page: Page<PlatformUser> =
+            Page::of(u.nodes, u.page_info.has_next_page, u.total_count)?;
         let roles = data
             .customer_roles
             .into_iter()

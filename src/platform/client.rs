@@ -771,16 +771,7 @@ impl PlatformClient {
             })
             .await?
             .customers;
-        Ok(Page {
-            items: page
-                .nodes
-                .into_iter()
-                .flatten()
-                .map(PlatformCustomer::try_from)
-                .collect::<Result<_, _>>()?,
-            has_next_page: page.page_info.has_next_page,
-            total_count: page.total_count,
-        })
+        Page::of(page.nodes, page.page_info.has_next_page, page.total_count)
     }
 
     /// The whole list, given its first page: the other pages by offset.
@@ -819,16 +810,7 @@ impl PlatformClient {
             })
             .await?
             .users;
-        Ok(Page {
-            items: page
-                .nodes
-                .into_iter()
-                .flatten()
-                .map(PlatformUser::try_from)
-                .collect::<Result<_, _>>()?,
-            has_next_page: page.page_info.has_next_page,
-            total_count: page.total_count,
-        })
+        Page::of(page.nodes, page.page_info.has_next_page, page.total_count)
     }
 
     /// The whole list, given its first page: the other pages by offset.
@@ -1152,6 +1134,28 @@ pub(super) struct Page<T> {
     pub(super) items: Vec<T>,
     pub(super) has_next_page: bool,
     pub(super) total_count: i64,
+}
+
+impl<T> Page<T> {
+    /// A page from a connection's `nodes` (nulls left out), converted.
+    pub(super) fn of<N>(
+        nodes: Vec<Option<N>>,
+        has_next_page: bool,
+        total_count: i64,
+    ) -> Result<Page<T>, PlatformError>
+    where
+        T: TryFrom<N, Error = PlatformError>,
+    {
+        Ok(Page {
+            items: nodes
+                .into_iter()
+                .flatten()
+                .map(T::try_from)
+                .collect::<Result<_, _>>()?,
+            has_next_page,
+            total_count,
+        })
+    }
 }
 
 /// Records that can be checked for repeats across pages.

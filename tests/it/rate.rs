@@ -17,21 +17,27 @@ use dirsync::run::{reconcile, Connection, Mode};
 use crate::support::*;
 use crate::sync::{rows, Scenario};
 
-#[tokio::test]
-async fn a_ceiling_the_client_is_not_told_is_found_and_held() {
-    const CEILING: u32 = 40;
+/// 10 customers and 190 users to create (200 mutations) against an
+/// emulator with `ceiling` and 50 ms of latency; the client has the default
+/// cap, above the ceiling: nothing tells it the ceiling.
+async fn untold_ceiling(ceiling: u32) -> (Scenario, dirsync::config::Config) {
     let s = Scenario::new(None).await;
-    // 10 customers and 190 users to create: 200 mutations.
     s.write_users(&rows(190, 10));
     let mut config = s.config("  apply_concurrency: 4\n");
-    // The default cap, above the ceiling; nothing tells the client the ceiling.
     config.platform.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
     s.emu.handle.set_faults(Faults {
         latency_ms: 50,
-        rate_limit_per_sec: Some(CEILING),
+        rate_limit_per_sec: Some(ceiling),
         retry_after_secs: Some(1),
         ..Faults::default()
     });
+    (s, config)
+}
+
+#[tokio::test]
+async fn a_ceiling_the_client_is_not_told_is_found_and_held() {
+    const CEILING: u32 = 40;
+    let (s, config) = untold_ceiling(CEILING).await;
     let connection = Connection::open(&config.platform).await.unwrap();
     let r = reconcile(
         &config,
@@ -163,16 +169,7 @@ async fn a_cap_below_the_ceiling_is_never_exceeded() {
 #[tokio::test]
 async fn a_later_run_starts_at_the_ceiling_an_earlier_run_measured() {
     const CEILING: u32 = 40;
-    let s = Scenario::new(None).await;
-    s.write_users(&rows(190, 10));
-    let mut config = s.config("  apply_concurrency: 4\n");
-    config.platform.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
-    s.emu.handle.set_faults(Faults {
-        latency_ms: 50,
-        rate_limit_per_sec: Some(CEILING),
-        retry_after_secs: Some(1),
-        ..Faults::default()
-    });
+    let (s, config) = untold_ceiling(CEILING).await;
     let apply = Mode::Apply {
         allow_deletes: false,
     };
