@@ -83,6 +83,10 @@ pub enum FullReason {
     /// The platform's counts did not match the snapshot plus the changes.
     #[serde(rename_all = "camelCase")]
     CountsDiffer(CountMismatch),
+    /// The platform refused the incremental read's document (or its answer
+    /// could not be read).
+    #[serde(rename_all = "camelCase")]
+    ChangesRefused { error: String },
 }
 
 impl std::fmt::Display for FullReason {
@@ -94,6 +98,12 @@ impl std::fmt::Display for FullReason {
                 "the last full read ({last_full_read_at}) is older than schedule.full_every"
             ),
             FullReason::CountsDiffer(m) => write!(f, "{m}"),
+            FullReason::ChangesRefused { error } => {
+                write!(
+                    f,
+                    "the platform did not answer the incremental read: {error}"
+                )
+            }
         }
     }
 }
@@ -242,35 +252,38 @@ pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformVi
     let stored = state::snapshot::load_or_warn(&config.state_dir, &identity);
     let started = Utc::now();
     let reason = match decide(stored.as_ref(), config.full_every, started) {
-        Ok(since) => {
-            let stored = stored.map(|s| s.snapshot).unwrap_or_default();
-            let changes = client.changes_since(since).await?;
-            let changed = (changes.customers.clone(), changes.users.clone());
-            let (changed_customers, changed_users) = (changed.0.len(), changed.1.len());
-            match merge(stored, changes) {
-                Ok(snapshot) => {
-                    tracing::info!(
-                        read = "incremental",
-                        since = %since,
-                        changed_customers,
-                        changed_users,
-                        "Read the platform's changes since {since}: {changed_customers} customers and {changed_users} users changed."
-                    );
-                    return Ok(PlatformView {
-                        snapshot,
-                        read: PlatformRead::Incremental {
-                            since,
-                            changed_customers,
-                            changed_users,
-                        },
-                        taken_at: client.on_platform_clock(started),
-                        changed: Some(changed),
-                    });
-                }
-                Err(mismatch) => FullReason::CountsDiffer(mismatch),
-            }
-        }
         Err(reason) => reason,
+        Ok(since) => match client.changes_since(since).await {
+            Ok(changes) => {
+                let stored = stored.map(|s| s.snapshot).unwrap_or_default();
+                match incremental(stored, changes, since) {
+                    Ok((snapshot, read, changed)) => {
+                        return Ok(PlatformView {
+                            snapshot,
+                            read,
+                            taken_at: client.on_platform_clock(started),
+                            changed: Some(changed),
+                        })
+                    }
+                    Err(mismatch) => FullReason::CountsDiffer(mismatch),
+                }
+            }
+            // The platform refused or garbled the one document (an argument
+            // it does not take, an answer that does not parse): the full
+            // read does not depend on it.
+            Err(
+                e @ (PlatformError::GraphQl { .. }
+                | PlatformError::Decode { .. }
+                | PlatformError::Protocol { .. }
+                | PlatformError::UnexpectedStatus { .. }),
+            ) => {
+                tracing::warn!(error = %e, "The platform did not answer the incremental read ({e}); reading it in full.");
+                FullReason::ChangesRefused {
+                    error: e.to_string(),
+                }
+            }
+            Err(e) => return Err(e),
+        },
     };
     tracing::info!(read = "full", reason = %reason, "Reading the whole platform: {reason}.");
     let started = Utc::now();
@@ -283,10 +296,38 @@ pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformVi
     })
 }
 
+/// The changed records kept to be written into the store.
+type Changed = (Vec<PlatformCustomer>, Vec<PlatformUser>);
+
+/// The stored snapshot with `changes` merged, logged; or the counts that
+/// did not add up.
+fn incremental(
+    stored: Snapshot,
+    changes: Changes,
+    since: DateTime<Utc>,
+) -> Result<(Snapshot, PlatformRead, Changed), CountMismatch> {
+    let changed = (changes.customers.clone(), changes.users.clone());
+    let (changed_customers, changed_users) = (changed.0.len(), changed.1.len());
+    let snapshot = merge(stored, changes)?;
+    tracing::info!(
+        read = "incremental",
+        since = %since,
+        changed_customers,
+        changed_users,
+        "Read the platform's changes since {since}: {changed_customers} customers and {changed_users} users changed."
+    );
+    let read = PlatformRead::Incremental {
+        since,
+        changed_customers,
+        changed_users,
+    };
+    Ok((snapshot, read, changed))
+}
+
 /// Writes what the run learnt into the store: the whole snapshot after a
 /// full read, the changes after an incremental one, the records the apply
-/// deleted (only those it is sure of), and the rate ceiling it measured. A store that cannot be
-/// written is a WARN: the next run reads in full.
+/// deleted (only those it is sure of), and the rate ceiling it measured. A
+/// store that cannot be written is a WARN: the next run reads in full.
 pub fn remember(
     config: &Config,
     client: &PlatformClient,

@@ -378,3 +378,38 @@ async fn a_plan_writes_no_store() {
     run(&config, Mode::Plan).await;
     assert!(!config.state_dir.join("dirsync.sqlite3").exists());
 }
+
+/// A platform that refuses the incremental read's document (here: it
+/// carries five operations and the emulator takes four) is read in full,
+/// with a warning; the run does not fail.
+#[tokio::test]
+async fn an_incremental_read_the_platform_refuses_falls_back_to_a_full_read() {
+    let s = Scenario::new(Some(aged_seed())).await;
+    s.write_users(&rows(USERS, CUSTOMERS));
+    let config = s.config(POLICY);
+    run(
+        &config,
+        Mode::Apply {
+            allow_deletes: false,
+        },
+    )
+    .await;
+    s.emu.handle.set_faults(dirsync::emulator::Faults {
+        max_root_fields: Some(4),
+        ..dirsync::emulator::Faults::default()
+    });
+    let (logs, _guard) = capture_logs();
+    let plan = run(&config, Mode::Plan).await;
+    match &plan.platform_read {
+        Some(PlatformRead::Full {
+            reason: FullReason::ChangesRefused { error },
+        }) => assert!(error.contains("HTTP 400"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(plan.plan.is_empty(), "{:?}", plan.plan);
+    assert!(
+        logs.text().contains("did not answer the incremental read"),
+        "{}",
+        logs.text()
+    );
+}
