@@ -6,7 +6,9 @@
 //!
 //! Callers do not change: [`PlatformClient::execute`] hands an operation
 //! that may be batched to a [`Batcher`], which gathers what is asked for at
-//! the same moment (the operations an apply or a read has in flight), sends
+//! the same moment (the operations an apply or a read has in flight: it
+//! waits until a document's worth is queued, or the queue has not grown
+//! for [`LINGER`]), sends
 //! documents of at most its size, and gives each caller its own answer,
 //! as if it had been sent alone. A batch of one is sent as the operation's
 //! own document, so the default (1) sends exactly what an unbatched client
@@ -255,6 +257,10 @@ fn member_error(e: &PlatformError, operation: &'static str) -> PlatformError {
 
 type Reply = oneshot::Sender<Result<Map<String, Json>, PlatformError>>;
 
+/// How long a document waits for more operations once the queue stops
+/// growing: a request's worth of latency is far more.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 struct Queued {
     operation: &'static str,
     part: Part,
@@ -286,6 +292,11 @@ impl Batcher {
     /// The most operations a document carries now.
     pub fn size(&self) -> usize {
         self.size.load(Ordering::Relaxed)
+    }
+
+    /// Operations waiting for a document.
+    fn len(&self) -> usize {
+        lock(&self.queue).len()
     }
 
     /// Sends `body` with whatever else is asked for at the same moment and
@@ -365,9 +376,18 @@ impl PlatformClient {
             return;
         };
         loop {
-            // Callers started together enqueue on their first poll.
-            for _ in 0..4 {
-                tokio::task::yield_now().await;
+            // Linger until the queue holds a document's worth or stops
+            // growing: callers started together (an apply's next
+            // operations, the pages after the first) enqueue within
+            // microseconds of each other.
+            let mut queued = batcher.len();
+            while queued < batcher.size() {
+                tokio::time::sleep(LINGER).await;
+                let now = batcher.len();
+                if now == queued {
+                    break;
+                }
+                queued = now;
             }
             let Some(batch) = batcher.take() else {
                 return;
