@@ -147,7 +147,12 @@ fn write_inputs_with(
         out,
         "employee_id,email,full_name,phone,role,customer_id,customer_name,customer_tier"
     )?;
-    let mut seed = Seed::default();
+    // A long-lived platform: its records were last changed a day ago (a
+    // store's incremental read then finds only what changed since).
+    let mut seed = Seed {
+        seeded_at: Some(chrono::Utc::now() - chrono::TimeDelta::days(1)),
+        ..Seed::default()
+    };
     let mut needed = 0;
     if start != Start::Empty {
         for c in 0..customers {
