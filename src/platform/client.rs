@@ -718,11 +718,6 @@ impl PlatformClient {
         }
     }
 
-    /// Whether an answer has told the platform's clock.
-    pub fn knows_platform_clock(&self) -> bool {
-        lock(&self.inner.clock_offset).is_some()
-    }
-
     /// The token's own user: a cheap request that proves URL and token work.
     pub async fn authenticated_user(&self) -> Result<AuthenticatedUser, PlatformError> {
         let data = self

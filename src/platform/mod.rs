@@ -20,8 +20,7 @@ pub use auth::{
     jwt_lifetime, AuthError, AuthMethod, SecretSource, TokenProvider, DEFAULT_REFRESH_MARGIN,
     ENV_ACCESS_TOKEN, ENV_API_KEY, ENV_REFRESH_TOKEN,
 };
-pub use batch::{compose, split, Composed, Part};
-pub use changes::{datetime_argument, Changes};
+pub use changes::Changes;
 pub use client::{
     ClientSetupError, PlatformClient, PlatformConfig, RequestStats, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_RATE_CAP, DEFAULT_RUN_DEADLINE, MAX_PAGE_SIZE, MAX_THROTTLED_WAITS,

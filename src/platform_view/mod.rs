@@ -355,15 +355,16 @@ pub fn remember(
         if let Some(ceiling) = ceiling {
             store.save_ceiling(ceiling, Utc::now())?;
         }
-        match &view.changed {
-            // Holdings are not stored.
-            None => store.save_snapshot(&view.snapshot, view.taken_at)?,
-            Some((customers, users)) => {
-                store.apply_changes(customers, users, &[], view.taken_at)?;
+        // One transaction for the changes and the deletes; holdings are not stored.
+        let (customers, users): (&[PlatformCustomer], &[PlatformUser]) = match &view.changed {
+            None => {
+                store.save_snapshot(&view.snapshot, view.taken_at)?;
+                (&[], &[])
             }
-        }
-        if !deleted.is_empty() {
-            store.apply_changes(&[], &[], &deleted, view.taken_at)?;
+            Some((customers, users)) => (customers, users),
+        };
+        if !(customers.is_empty() && users.is_empty() && deleted.is_empty()) {
+            store.apply_changes(customers, users, &deleted, view.taken_at)?;
         }
         Ok(())
     });
