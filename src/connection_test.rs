@@ -125,12 +125,12 @@ fn describe_directory(d: &Directory, out: &mut String) {
         let _ = writeln!(
             out,
             "    user {}  {}  in customer {}  name {:?}  role {}  ({})",
-            u.external_id,
-            u.email,
-            u.customer_external_id,
-            u.name.as_deref().unwrap_or(""),
-            u.role.as_deref().unwrap_or("(not mapped)"),
-            u.origin
+            u.external_id(),
+            u.email(),
+            u.customer_external_id(),
+            u.name().unwrap_or(""),
+            u.role().unwrap_or("(not mapped)"),
+            u.origin()
         );
     }
     for r in d.refused.iter().take(SAMPLES) {

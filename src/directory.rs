@@ -73,18 +73,241 @@ pub struct DesiredCustomer {
 }
 
 /// A customer user as the directory wants it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Held a million at a time, so kept small: the externalId, email, name and
+/// phone lie one after the other in one allocation, and the customer's
+/// externalId and the role are shared with every user that has them. Read
+/// through the accessors; build with [`DesiredUser::new`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct DesiredUser {
-    pub external_id: String,
-    pub customer_external_id: String,
+    /// externalId, email, name, phone, one after another.
+    text: Box<str>,
+    /// Where the email, the name and the phone start in `text`.
+    starts: [u32; 3],
+    /// Whether the name and the phone are set (an empty one is not absent).
+    has_name: bool,
+    has_phone: bool,
+    customer_external_id: Arc<str>,
+    role: Option<Arc<str>>,
+    origin: Origin,
+}
+
+/// What a [`DesiredUser`] is made of.
+#[derive(Clone, Debug)]
+pub struct UserParts<'a> {
+    pub external_id: &'a str,
+    pub customer_external_id: Arc<str>,
     /// As written in the source (trimmed); compared case-insensitively.
-    pub email: String,
-    pub name: Option<String>,
-    pub phone: Option<String>,
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub phone: Option<&'a str>,
     /// A platform role name (after the role table); None when no role field is mapped.
-    pub role: Option<String>,
+    pub role: Option<Arc<str>>,
     pub origin: Origin,
+}
+
+impl DesiredUser {
+    pub fn new(parts: UserParts<'_>) -> DesiredUser {
+        let name = parts.name.unwrap_or_default();
+        let phone = parts.phone.unwrap_or_default();
+        let mut text = String::with_capacity(
+            parts.external_id.len() + parts.email.len() + name.len() + phone.len(),
+        );
+        let start = |text: &mut String, part: &str| {
+            let at = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            text.push_str(part);
+            at
+        };
+        start(&mut text, parts.external_id);
+        let starts = [
+            start(&mut text, parts.email),
+            start(&mut text, name),
+            start(&mut text, phone),
+        ];
+        DesiredUser {
+            text: text.into_boxed_str(),
+            starts,
+            has_name: parts.name.is_some(),
+            has_phone: parts.phone.is_some(),
+            customer_external_id: parts.customer_external_id,
+            role: parts.role,
+            origin: parts.origin,
+        }
+    }
+
+    /// The `n`-th piece of `text` (0 externalId, 1 email, 2 name, 3 phone).
+    fn piece(&self, n: usize) -> &str {
+        let at = |i: usize| self.starts[i] as usize;
+        let start = if n == 0 { 0 } else { at(n - 1) };
+        let end = if n < 3 { at(n) } else { self.text.len() };
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    pub fn external_id(&self) -> &str {
+        self.piece(0)
+    }
+
+    /// As written in the source (trimmed); compared case-insensitively.
+    pub fn email(&self) -> &str {
+        self.piece(1)
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.has_name.then(|| self.piece(2))
+    }
+
+    pub fn phone(&self) -> Option<&str> {
+        self.has_phone.then(|| self.piece(3))
+    }
+
+    pub fn customer_external_id(&self) -> &str {
+        &self.customer_external_id
+    }
+
+    /// A platform role name (after the role table); None when no role field is mapped.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// What the user is made of: `DesiredUser::new(UserParts { name, ..u.to_parts() })`
+    /// is `u` with another name.
+    pub fn to_parts(&self) -> UserParts<'_> {
+        UserParts {
+            external_id: self.external_id(),
+            customer_external_id: self.customer_external_id.clone(),
+            email: self.email(),
+            name: self.name(),
+            phone: self.phone(),
+            role: self.role.clone(),
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DesiredUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DesiredUser")
+            .field("external_id", &self.external_id())
+            .field("customer_external_id", &self.customer_external_id())
+            .field("email", &self.email())
+            .field("name", &self.name())
+            .field("phone", &self.phone())
+            .field("role", &self.role())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Serialize for DesiredUser {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("DesiredUser", 7)?;
+        out.serialize_field("externalId", self.external_id())?;
+        out.serialize_field("customerExternalId", self.customer_external_id())?;
+        out.serialize_field("email", self.email())?;
+        out.serialize_field("name", &self.name())?;
+        out.serialize_field("phone", &self.phone())?;
+        out.serialize_field("role", &self.role())?;
+        out.serialize_field("origin", &self.origin)?;
+        out.end()
+    }
+}
+
+/// The directory's users, by externalId: one vector sorted by it (a
+/// million users are one allocation of small records, not a tree of
+/// nodes, and are sorted where they lie).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Users(Vec<DesiredUser>);
+
+impl Users {
+    /// Users whose externalIds are distinct, in any order.
+    pub fn from_distinct(mut users: Vec<DesiredUser>) -> Users {
+        users.sort_unstable_by(|a, b| a.external_id().cmp(b.external_id()));
+        Users(users)
+    }
+
+    fn position(&self, external_id: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|u| u.external_id().cmp(external_id))
+    }
+
+    pub fn get(&self, external_id: &str) -> Option<&DesiredUser> {
+        self.position(external_id).ok().map(|at| &self.0[at])
+    }
+
+    pub fn contains_key(&self, external_id: &str) -> bool {
+        self.position(external_id).is_ok()
+    }
+
+    /// Adds `user`, or replaces the one with its externalId (returned).
+    pub fn insert(&mut self, user: DesiredUser) -> Option<DesiredUser> {
+        match self.position(user.external_id()) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at], user)),
+            Err(at) => {
+                self.0.insert(at, user);
+                None
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each user with its externalId, in externalId order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &DesiredUser)> + '_ {
+        self.0.iter().map(|u| (u.external_id(), u))
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+        self.0.iter().map(DesiredUser::external_id)
+    }
+
+    pub fn values(&self) -> std::slice::Iter<'_, DesiredUser> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Users {
+    type Item = (&'a str, &'a DesiredUser);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, DesiredUser>,
+        fn(&'a DesiredUser) -> (&'a str, &'a DesiredUser),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|u| (u.external_id(), u))
+    }
+}
+
+/// Like a map's: a later user with an externalId already seen replaces it.
+impl FromIterator<DesiredUser> for Users {
+    fn from_iter<I: IntoIterator<Item = DesiredUser>>(iter: I) -> Users {
+        let mut users: Vec<DesiredUser> = iter.into_iter().collect();
+        users.sort_by(|a, b| a.external_id().cmp(b.external_id()));
+        // Of equal keys (kept in arrival order by the stable sort), the last.
+        let mut kept: Vec<DesiredUser> = Vec::with_capacity(users.len());
+        for u in users {
+            match kept.last_mut() {
+                Some(last) if last.external_id() == u.external_id() => *last = u,
+                _ => kept.push(u),
+            }
+        }
+        Users(kept)
+    }
+}
+
+impl Serialize for Users {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// A record the source or the mapping refused, with the reason.
@@ -111,7 +334,7 @@ impl fmt::Display for RefusedRecord {
 #[serde(rename_all = "camelCase")]
 pub struct Directory {
     pub customers: BTreeMap<String, DesiredCustomer>,
-    pub users: BTreeMap<String, DesiredUser>,
+    pub users: Users,
     /// Records refused one by one (within the cap); shown in the plan.
     pub refused: Vec<RefusedRecord>,
     /// What refused records were about: these are neither updated nor
@@ -334,6 +557,65 @@ mod tests {
         };
         assert_eq!(multiline.problem("line one\r\n\tline two"), None);
         assert!(multiline.problem("a\0").is_some(), "NUL never");
+    }
+
+    fn parts<'a>(x: &'a str, name: Option<&'a str>, phone: Option<&'a str>) -> UserParts<'a> {
+        UserParts {
+            external_id: x,
+            customer_external_id: "acme".into(),
+            email: "Ada@Acme.test",
+            name,
+            phone,
+            role: Some("Admin".into()),
+            origin: Origin::Record {
+                url: "https://hr.example/users".to_owned(),
+                index: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn a_desired_user_gives_back_each_field_as_built_an_empty_one_not_absent() {
+        let u = DesiredUser::new(parts("ada-1", Some("Ada Lovelace"), None));
+        assert_eq!(u.external_id(), "ada-1");
+        assert_eq!(u.email(), "Ada@Acme.test");
+        assert_eq!(u.name(), Some("Ada Lovelace"));
+        assert_eq!(u.phone(), None);
+        assert_eq!(u.customer_external_id(), "acme");
+        assert_eq!(u.role(), Some("Admin"));
+        let empty = DesiredUser::new(parts("ada-1", Some(""), Some("")));
+        assert_eq!((empty.name(), empty.phone()), (Some(""), Some("")));
+        assert_ne!(empty, DesiredUser::new(parts("ada-1", None, None)));
+        let renamed = DesiredUser::new(UserParts {
+            name: Some("Ada"),
+            ..u.to_parts()
+        });
+        assert_eq!(renamed.name(), Some("Ada"));
+        assert_eq!(renamed.email(), u.email());
+        assert!(
+            std::mem::size_of::<DesiredUser>() <= 112,
+            "a million of them are held at once"
+        );
+    }
+
+    #[test]
+    fn users_are_found_by_external_id_in_order_and_a_later_one_replaces_an_earlier() {
+        let users: Users = ["b", "a", "c", "a"]
+            .iter()
+            .enumerate()
+            .map(|(n, x)| DesiredUser::new(parts(x, Some(["1", "2", "3", "4"][n]), None)))
+            .collect();
+        assert_eq!(users.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(users.get("a").and_then(DesiredUser::name), Some("4"));
+        assert!(users.contains_key("c") && !users.contains_key("d"));
+        let mut more = users.clone();
+        assert!(more
+            .insert(DesiredUser::new(parts("aa", None, None)))
+            .is_none());
+        assert_eq!(more.keys().collect::<Vec<_>>(), ["a", "aa", "b", "c"]);
+        let json = serde_json::to_value(&users).expect("json");
+        assert_eq!(json["b"]["name"], "1");
+        assert_eq!(json["b"]["customerExternalId"], "acme");
     }
 
     #[test]

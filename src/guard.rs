@@ -264,7 +264,7 @@ mod tests {
         Plan {
             operations: (0..user_deletes)
                 .map(|i| Operation::DeleteUser {
-                    id: PlatformId(format!("id-{i}")),
+                    id: PlatformId::from(format!("id-{i}")),
                     external_id: format!("u-{i}"),
                     email: format!("u{i}@x.io"),
                     customer_external_id: None,

@@ -11,9 +11,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// An opaque platform id (a Relay global id such as base64 of `Customer:<uuid>`).
+///
+/// Shared, not copied: a million users name some thousands of customers, and
+/// each user's `customer_id` is the same allocation as its customer's id
+/// within a read (a clone is a reference count).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PlatformId(pub String);
+pub struct PlatformId(pub Arc<str>);
 
 impl PlatformId {
     pub fn as_str(&self) -> &str {
@@ -35,7 +39,13 @@ impl fmt::Debug for PlatformId {
 
 impl From<&str> for PlatformId {
     fn from(s: &str) -> Self {
-        PlatformId(s.to_owned())
+        PlatformId(s.into())
+    }
+}
+
+impl From<String> for PlatformId {
+    fn from(s: String) -> Self {
+        PlatformId(s.into())
     }
 }
 

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::client::{share_roles, Page, PlatformClient};
+use super::client::{share_common, Page, PlatformClient};
 use super::error::PlatformError;
 use super::operations::{changed_since, ChangedSince};
 use crate::model::{PlatformCustomer, PlatformUser, Role};
@@ -74,7 +74,7 @@ impl PlatformClient {
             customer_count,
             user_count,
             customers,
-            users: share_roles(users),
+            users: share_common(users),
             roles,
         })
     }

@@ -725,10 +725,10 @@ impl PlatformClient {
             .await?;
         let u = data.authenticated_user;
         Ok(AuthenticatedUser {
-            id: PlatformId(u.id),
+            id: PlatformId::from(u.id),
             email: u.email,
             name: u.name,
-            customer_id: u.customer.map(|c| PlatformId(c.id)),
+            customer_id: u.customer.map(|c| PlatformId::from(c.id)),
         })
     }
 
@@ -821,7 +821,6 @@ impl PlatformClient {
             |offset| self.list_customer_users_page(offset, since),
         )
         .await
-        .map(share_roles)
     }
 
     /// Page size asked for.
@@ -893,7 +892,7 @@ impl PlatformClient {
         id: &PlatformId,
     ) -> Result<Option<PlatformCustomer>, PlatformError> {
         match self
-            .execute::<GetCustomer>(get_customer::Variables { id: id.0.clone() })
+            .execute::<GetCustomer>(get_customer::Variables { id: id.to_string() })
             .await
         {
             Ok(data) => data.customer.map(PlatformCustomer::try_from).transpose(),
@@ -905,7 +904,7 @@ impl PlatformClient {
     /// The user with platform id `id` as it is now; None when it is gone.
     pub async fn get_user(&self, id: &PlatformId) -> Result<Option<PlatformUser>, PlatformError> {
         match self
-            .execute::<GetUser>(get_user::Variables { id: id.0.clone() })
+            .execute::<GetUser>(get_user::Variables { id: id.to_string() })
             .await
         {
             Ok(data) => data.user.map(PlatformUser::try_from).transpose(),
@@ -938,7 +937,7 @@ impl PlatformClient {
         changes: &CustomerChanges,
     ) -> Result<PlatformCustomer, PlatformError> {
         let input = update_customer::UpdateCustomerInput {
-            id: Some(id.0.clone()),
+            id: Some(id.to_string()),
             name: changes.name.clone(),
             description: changes.description.clone(),
             external_id: changes.external_id.clone(),
@@ -957,7 +956,7 @@ impl PlatformClient {
     /// Deletes a customer and, on the platform, all its users and instances.
     pub async fn delete_customer(&self, id: &PlatformId) -> Result<(), PlatformError> {
         let input = delete_customer::DeleteCustomerInput {
-            id: Some(id.0.clone()),
+            id: Some(id.to_string()),
         };
         let data = self
             .execute::<DeleteCustomer>(delete_customer::Variables { input })
@@ -971,9 +970,9 @@ impl PlatformClient {
         new: &NewCustomerUser,
     ) -> Result<PlatformUser, PlatformError> {
         let input = create_customer_user::CreateCustomerUserInput {
-            customer: Some(new.customer_id.0.clone()),
+            customer: Some(new.customer_id.to_string()),
             email: new.email.clone(),
-            role: new.role_id.0.clone(),
+            role: new.role_id.to_string(),
             name: new.name.clone(),
             phone: new.phone.clone(),
             external_id: new.external_id.clone(),
@@ -991,10 +990,10 @@ impl PlatformClient {
         changes: &UserChanges,
     ) -> Result<PlatformUser, PlatformError> {
         let input = update_user::UpdateUserInput {
-            id: Some(id.0.clone()),
+            id: Some(id.to_string()),
             name: changes.name.clone(),
             phone: changes.phone.clone(),
-            role: changes.role_id.as_ref().map(|r| r.0.clone()),
+            role: changes.role_id.as_ref().map(PlatformId::to_string),
             external_id: changes.external_id.clone(),
             avatar_url: None,
             dark_mode: None,
@@ -1009,7 +1008,7 @@ impl PlatformClient {
 
     pub async fn delete_user(&self, id: &PlatformId) -> Result<(), PlatformError> {
         let input = delete_user::DeleteUserInput {
-            id: Some(id.0.clone()),
+            id: Some(id.to_string()),
         };
         let data = self
             .execute::<DeleteUser>(delete_user::Variables { input })
@@ -1019,8 +1018,6 @@ impl PlatformClient {
     }
 }
 
-/// One `Arc<Role>` per distinct role, shared by the users that have it:
-/// at a million users, a copy per user would cost over 100 MiB.
 /// A single operation's answer: its `data`, or its top-level `errors`.
 pub(super) fn data_or_error<D>(
     operation: &'static str,
@@ -1038,16 +1035,40 @@ pub(super) fn data_or_error<D>(
     })
 }
 
-pub(super) fn share_roles(mut users: Vec<PlatformUser>) -> Vec<PlatformUser> {
-    let mut seen: std::collections::HashMap<PlatformId, Arc<Role>> =
-        std::collections::HashMap::new();
-    for u in &mut users {
-        let shared = seen
+/// What the users of one read have in common, allocated once and shared
+/// as each page comes in: one `Arc<Role>` per distinct role, and one
+/// customer id per customer. At a million users, a copy of each per user
+/// would cost some 300 MiB (a role, its id and name, a 56-character id).
+#[derive(Default)]
+pub(super) struct Shared {
+    roles: std::collections::HashMap<PlatformId, Arc<Role>>,
+    customer_ids: HashSet<PlatformId>,
+}
+
+impl Shared {
+    /// `u` with the role and customer id others of the read have.
+    pub(super) fn user(&mut self, u: &mut PlatformUser) {
+        let role = self
+            .roles
             .entry(u.role.id.clone())
             .or_insert_with(|| u.role.clone());
-        if **shared == *u.role {
-            u.role = shared.clone();
+        if **role == *u.role {
+            u.role = role.clone();
         }
+        match self.customer_ids.get(&u.customer_id) {
+            Some(id) => u.customer_id = id.clone(),
+            None => {
+                self.customer_ids.insert(u.customer_id.clone());
+            }
+        }
+    }
+}
+
+/// `users` sharing their roles and customer ids ([`Shared`]).
+pub(super) fn share_common(mut users: Vec<PlatformUser>) -> Vec<PlatformUser> {
+    let mut shared = Shared::default();
+    for u in &mut users {
+        shared.user(u);
     }
     users
 }
@@ -1156,6 +1177,9 @@ impl<T> Page<T> {
 /// Records that can be checked for repeats across pages.
 trait HasId {
     fn id(&self) -> &PlatformId;
+
+    /// Lets the record share what others of the read have too.
+    fn share(&mut self, _shared: &mut Shared) {}
 }
 
 impl HasId for PlatformCustomer {
@@ -1168,6 +1192,10 @@ impl HasId for PlatformUser {
     fn id(&self) -> &PlatformId {
         &self.id
     }
+
+    fn share(&mut self, shared: &mut Shared) {
+        shared.user(self);
+    }
 }
 
 /// Records reserved for up front at most (a `totalCount` is not trusted
@@ -1179,11 +1207,13 @@ struct Assembly<T> {
     operation: &'static str,
     items: Vec<T>,
     seen: HashSet<PlatformId>,
+    shared: Shared,
 }
 
 impl<T: HasId> Assembly<T> {
     fn add(&mut self, page: Vec<T>) -> Result<(), PlatformError> {
-        for item in page {
+        for mut item in page {
+            item.share(&mut self.shared);
             if !self.seen.insert(item.id().clone()) {
                 return Err(PlatformError::Protocol {
                     operation: self.operation,
@@ -1253,6 +1283,7 @@ where
         operation,
         items: Vec::with_capacity(count.min(MAX_RESERVED)),
         seen: HashSet::with_capacity(count.min(MAX_RESERVED)),
+        shared: Shared::default(),
     };
     if first.has_next_page {
         if size == 0 {
@@ -1391,9 +1422,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn users_with_one_role_share_one_allocation() {
-        let user = |id: &str| PlatformUser {
+    /// A user as a page brings it: a role and customer id of its own.
+    fn user_of(id: &str, customer: &str) -> PlatformUser {
+        PlatformUser {
             id: PlatformId::from(id),
             external_id: None,
             email: format!("{id}@x.io"),
@@ -1403,12 +1434,45 @@ mod tests {
                 id: PlatformId::from("r1"),
                 name: "Member".into(),
             }),
-            customer_id: PlatformId::from("c"),
+            customer_id: PlatformId::from(customer),
             customer_external_id: None,
             updated_at: None,
-        };
-        let users = share_roles(vec![user("a"), user("b")]);
+        }
+    }
+
+    #[test]
+    fn users_with_one_role_share_one_allocation() {
+        let users = share_common(vec![user_of("a", "c"), user_of("b", "c")]);
         assert!(Arc::ptr_eq(&users[0].role, &users[1].role));
+        assert!(Arc::ptr_eq(
+            &users[0].customer_id.0,
+            &users[1].customer_id.0
+        ));
+    }
+
+    #[test]
+    fn users_of_one_customer_share_its_id_and_role_across_pages_as_they_come_in() {
+        let mut list = Assembly {
+            operation: "ListCustomerUsers",
+            items: Vec::new(),
+            seen: HashSet::new(),
+            shared: Shared::default(),
+        };
+        list.add(vec![user_of("a", "c1"), user_of("b", "c2")])
+            .expect("first page");
+        list.add(vec![user_of("c", "c1"), user_of("d", "c2")])
+            .expect("second page");
+        let [a, b, c, d] = &list.items[..] else {
+            panic!("four users")
+        };
+        assert!(Arc::ptr_eq(&a.customer_id.0, &c.customer_id.0));
+        assert!(Arc::ptr_eq(&b.customer_id.0, &d.customer_id.0));
+        assert!(!Arc::ptr_eq(&a.customer_id.0, &b.customer_id.0));
+        assert_eq!(
+            (a.customer_id.as_str(), d.customer_id.as_str()),
+            ("c1", "c2")
+        );
+        assert!(Arc::ptr_eq(&a.role, &d.role));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1424,7 +1488,7 @@ mod tests {
             3,
         )
         .await;
-        let ids: Vec<_> = got.unwrap().iter().map(|c| c.id.0.clone()).collect();
+        let ids: Vec<_> = got.unwrap().iter().map(|c| c.id.to_string()).collect();
         assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "g"]);
         assert_eq!(most, 3, "the three pages after the first at once");
     }

@@ -21,7 +21,7 @@ impl PlatformClient {
         for id in customers {
             let answer = self
                 .execute::<HoldingsQuery>(customer_holdings::Variables {
-                    customer: id.0.clone(),
+                    customer: id.to_string(),
                 })
                 .await;
             let data = match answer {

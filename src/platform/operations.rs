@@ -77,7 +77,7 @@ macro_rules! customer_from {
             fn try_from(c: $ty) -> Result<Self, PlatformError> {
                 let updated_at = updated_at($op, &c.id, &c.updated_at)?;
                 Ok(PlatformCustomer {
-                    id: PlatformId(c.id),
+                    id: PlatformId::from(c.id),
                     external_id: c.external_id,
                     name: c.name,
                     description: c.description,
@@ -115,16 +115,16 @@ macro_rules! user_from {
                 })?;
                 let updated_at = updated_at($op, &u.id, &u.updated_at)?;
                 Ok(PlatformUser {
-                    id: PlatformId(u.id),
+                    id: PlatformId::from(u.id),
                     external_id: u.external_id,
                     email: u.email,
                     name: u.name,
                     phone: u.phone,
                     role: std::sync::Arc::new(Role {
-                        id: PlatformId(u.role.id),
+                        id: PlatformId::from(u.role.id),
                         name: u.role.name,
                     }),
-                    customer_id: PlatformId(customer.id),
+                    customer_id: PlatformId::from(customer.id),
                     customer_external_id: customer.external_id,
                     updated_at: Some(updated_at),
                 })
@@ -196,7 +196,7 @@ macro_rules! role_from {
     ($($ty:ty),* $(,)?) => {
         $(impl From<$ty> for Role {
             fn from(r: $ty) -> Self {
-                Role { id: PlatformId(r.id), name: r.name }
+                Role { id: PlatformId::from(r.id), name: r.name }
             }
         })*
     };

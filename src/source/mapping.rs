@@ -16,12 +16,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use super::SourceError;
 use crate::config::{CustomerMapping, Mapping, Policy};
 use crate::directory::{
     is_valid_email, normalise_labels, DesiredCustomer, DesiredUser, Directory, Origin,
-    RefusedRecord, SourceRecord, ValueRule,
+    RefusedRecord, SourceRecord, UserParts, Users, ValueRule,
 };
 
 /// How a source calls its keys in messages: "column", "attribute", "path".
@@ -193,18 +194,29 @@ mod rule {
     };
 }
 
+/// The most records one build takes (its indexes hold 32-bit positions);
+/// past it the whole source is refused.
+const MAX_RECORDS: usize = u32::MAX as usize - 1;
+
 /// Why deletes are withheld for a refused record without a usable externalId.
 const NO_EXTERNAL_ID: &str =
     "a refused record names no usable externalId, so who is absent from the directory cannot be known";
 
 /// Open-addressing hash indexes of positions in an arena: the keys stay in
-/// the arena, so an index holds only positions and hashes.
+/// the arena, so an index holds only positions and hashes, 8 bytes a slot
+/// (a million users' emails take 16 MiB). Positions are below
+/// [`MAX_RECORDS`](super::MAX_RECORDS), which the builder enforces.
 mod index {
-    /// One slot: a position (plus one; 0 is empty) and its key's hash.
+    /// One slot: a position (plus one; 0 is empty) and the low half of its
+    /// key's hash, which chooses the slot in any table up to 2^32 slots.
     #[derive(Clone, Copy, Default)]
     struct Slot {
-        pos: usize,
-        hash: u64,
+        pos: u32,
+        tag: u32,
+    }
+
+    fn tag(hash: u64) -> u32 {
+        hash as u32
     }
 
     /// Positions by hash, linear probing, at most half full.
@@ -218,31 +230,38 @@ mod index {
         /// The position under `hash` whose key `is_key` accepts, if any.
         pub fn find(&self, hash: u64, mut is_key: impl FnMut(usize) -> bool) -> Option<usize> {
             let mask = self.slots.len().checked_sub(1)?;
-            let mut i = hash as usize & mask;
+            let mut i = tag(hash) as usize & mask;
             loop {
                 let slot = self.slots[i];
                 if slot.pos == 0 {
                     return None;
                 }
-                if slot.hash == hash && is_key(slot.pos - 1) {
-                    return Some(slot.pos - 1);
+                let pos = slot.pos as usize - 1;
+                if slot.tag == tag(hash) && is_key(pos) {
+                    return Some(pos);
                 }
                 i = (i + 1) & mask;
             }
         }
 
-        /// Adds `pos` under `hash` (its key is not in the index yet).
+        /// Adds `pos` (below `MAX_RECORDS`) under `hash` (its key is not
+        /// in the index yet).
         pub fn insert(&mut self, hash: u64, pos: usize) {
             if (self.len + 1) * 2 > self.slots.len() {
                 self.grow();
             }
-            self.place(Slot { pos: pos + 1, hash });
+            let pos = u32::try_from(pos + 1).unwrap_or(u32::MAX);
+            self.place(Slot {
+                pos,
+                tag: tag(hash),
+            });
             self.len += 1;
         }
 
+        /// Puts `slot` at the first free place from where its hash points.
         fn place(&mut self, slot: Slot) {
             let mask = self.slots.len() - 1;
-            let mut i = slot.hash as usize & mask;
+            let mut i = slot.tag as usize & mask;
             while self.slots[i].pos != 0 {
                 i = (i + 1) & mask;
             }
@@ -280,46 +299,38 @@ fn hash_of(key: &str) -> u64 {
     HASHER.hash_one(key)
 }
 
-/// Values by key, in arrival order; the directory's sorted map is made
-/// from them once, at the end. While keys come in ascending order (as HR
-/// exports often are), a key after the last one is new without looking;
-/// the hash index is built the first time a key does not.
-struct Arena<V> {
-    entries: Vec<(String, V)>,
-    /// None while the keys came in ascending order.
+/// Users in arrival order; the directory's sorted [`Users`] are made from
+/// them once, at the end, where they lie. While externalIds come in
+/// ascending order (as HR exports often are), one after the last is new
+/// without looking; the hash index is built the first time one does not.
+#[derive(Default)]
+struct Arena {
+    entries: Vec<DesiredUser>,
+    /// None while the externalIds came in ascending order.
     index: Option<HashIndex>,
 }
 
-impl<V> Default for Arena<V> {
-    fn default() -> Self {
-        Arena {
-            entries: Vec::new(),
-            index: None,
-        }
-    }
-}
-
-impl<V> Arena<V> {
-    /// Where `key` is, if it is here.
+impl Arena {
+    /// Where the user `key` is, if it is here.
     fn position(&mut self, key: &str) -> Option<usize> {
         if self.index.is_none() {
             if self
                 .entries
                 .last()
-                .is_none_or(|(last, _)| last.as_str() < key)
+                .is_none_or(|last| last.external_id() < key)
             {
                 return None;
             }
-            self.index = Some(index_of(&self.entries, |(k, _)| k));
+            self.index = Some(index_of(&self.entries, DesiredUser::external_id));
         }
         let entries = &self.entries;
         self.index
             .as_ref()?
-            .find(hash_of(key), |pos| entries[pos].0 == key)
+            .find(hash_of(key), |pos| entries[pos].external_id() == key)
     }
 
-    fn value(&self, pos: usize) -> &V {
-        &self.entries[pos].1
+    fn value(&self, pos: usize) -> &DesiredUser {
+        &self.entries[pos]
     }
 
     fn reserve(&mut self, more: usize) {
@@ -329,19 +340,20 @@ impl<V> Arena<V> {
         }
     }
 
-    /// Adds a key [`position`](Arena::position) did not find; its position.
-    fn push(&mut self, key: String, value: V) -> usize {
+    /// Adds a user whose externalId [`position`](Arena::position) did not find; its position.
+    fn push(&mut self, user: DesiredUser) -> usize {
         let pos = self.entries.len();
         if let Some(index) = &mut self.index {
-            index.insert(hash_of(&key), pos);
+            index.insert(hash_of(user.external_id()), pos);
         }
-        self.entries.push((key, value));
+        self.entries.push(user);
         pos
     }
 
-    /// The sorted map.
-    fn into_map(self) -> BTreeMap<String, V> {
-        into_map(self.entries, self.index.is_none())
+    /// The sorted users.
+    fn into_users(self) -> Users {
+        drop(self.index);
+        Users::from_distinct(self.entries)
     }
 }
 
@@ -404,8 +416,12 @@ fn signed_by(signature: &[u8], key: &str) -> bool {
 #[derive(Default)]
 struct Customers {
     entries: Vec<(String, DesiredCustomer)>,
+    /// Each customer's externalId once more, shared by its users.
+    shared_keys: Vec<Arc<str>>,
     signatures: Vec<u8>,
-    /// Customers by externalId: where their signature's header starts.
+    /// Where each customer's signature header starts in `signatures`.
+    signature_at: Vec<usize>,
+    /// Customers by externalId: their positions.
     index: HashIndex,
     sorted: bool,
 }
@@ -416,10 +432,10 @@ const HEADER: usize = 2 * std::mem::size_of::<usize>();
 impl Customers {
     /// The customer `key` (its position) and the signature of its first record.
     fn find(&self, key: &str) -> Option<(usize, &[u8])> {
-        let at = self
-            .index
-            .find(hash_of(key), |at| signed_by(self.signature(at).1, key))?;
-        Some(self.signature(at))
+        let pos = self.index.find(hash_of(key), |pos| {
+            signed_by(self.signature(self.signature_at[pos]).1, key)
+        })?;
+        Some(self.signature(self.signature_at[pos]))
     }
 
     /// The position and the signature whose header is at `at`.
@@ -442,8 +458,13 @@ impl Customers {
         &self.entries[pos].1
     }
 
-    /// Adds a customer [`find`](Customers::find) did not find.
-    fn push(&mut self, customer: DesiredCustomer, signature: &Signature) {
+    /// The externalId of the customer at `pos`, for its users to share.
+    fn shared_key(&self, pos: usize) -> Arc<str> {
+        self.shared_keys[pos].clone()
+    }
+
+    /// Adds a customer [`find`](Customers::find) did not find; its position.
+    fn push(&mut self, customer: DesiredCustomer, signature: &Signature) -> usize {
         let pos = self.entries.len();
         self.sorted = self
             .entries
@@ -454,8 +475,12 @@ impl Customers {
         self.signatures
             .extend_from_slice(&signature.0.len().to_le_bytes());
         self.signatures.extend_from_slice(&signature.0);
-        self.index.insert(hash_of(&customer.external_id), at);
+        self.index.insert(hash_of(&customer.external_id), pos);
+        self.signature_at.push(at);
+        self.shared_keys
+            .push(Arc::from(customer.external_id.as_str()));
         self.entries.push((customer.external_id.clone(), customer));
+        pos
     }
 
     fn into_map(self) -> BTreeMap<String, DesiredCustomer> {
@@ -483,24 +508,23 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 /// Platform roles for source role values, each looked up in the role table
 /// once (a handful of distinct values in a million rows).
 #[derive(Default)]
-struct RoleCache<'a> {
-    seen: Vec<(String, Option<&'a str>)>,
+struct RoleCache {
+    seen: Vec<(Option<String>, Option<Arc<str>>)>,
 }
 
 /// Past this many distinct role values, the table is asked every time.
 const ROLE_CACHE_SIZE: usize = 64;
 
-impl<'a> RoleCache<'a> {
-    fn role_for(&mut self, mapping: &'a Mapping, value: Option<&str>) -> Option<&'a str> {
-        let Some(value) = value else {
-            return mapping.role_for(None);
-        };
-        if let Some((_, role)) = self.seen.iter().find(|(v, _)| v == value) {
-            return *role;
+impl RoleCache {
+    /// The platform role for a source role value, shared by every user with
+    /// that value (while the cache has room).
+    fn role_for(&mut self, mapping: &Mapping, value: Option<&str>) -> Option<Arc<str>> {
+        if let Some((_, role)) = self.seen.iter().find(|(v, _)| v.as_deref() == value) {
+            return role.clone();
         }
-        let role = mapping.role_for(Some(value));
+        let role = mapping.role_for(value).map(Arc::from);
         if self.seen.len() < ROLE_CACHE_SIZE {
-            self.seen.push((value.to_owned(), role));
+            self.seen.push((value.map(str::to_owned), role.clone()));
         }
         role
     }
@@ -520,17 +544,17 @@ struct Rules<'a> {
 
 /// What a build has gathered so far.
 #[derive(Default)]
-struct State<'a> {
+struct State {
     customers: Customers,
     /// The signature of the record at hand (kept: its buffer is reused).
     signature: Signature,
-    users: Arena<DesiredUser>,
+    users: Arena,
     /// Accepted users by email (caseless): positions in `users`.
     emails: HashIndex,
     /// For a user a later record repeated (same data), that record's origin:
     /// a record that then takes its email is told of the later one.
     repeated: HashMap<usize, Origin>,
-    roles: RoleCache<'a>,
+    roles: RoleCache,
     /// The externalIds of disabled records, checked; those with a live
     /// record too are dropped at the end.
     disabled: Vec<String>,
@@ -552,7 +576,7 @@ struct State<'a> {
 /// records given after it happened are not looked at.
 pub struct DirectoryBuilder<'a> {
     rules: Rules<'a>,
-    state: State<'a>,
+    state: State,
 }
 
 impl<'a> DirectoryBuilder<'a> {
@@ -646,7 +670,7 @@ impl<'a> DirectoryBuilder<'a> {
         drop((emails, repeated));
         check_cap(&directory, records, self.rules.policy)?;
         directory.customers = customers.into_map();
-        directory.users = users.into_map();
+        directory.users = users.into_users();
         directory.disabled_users = disabled
             .into_iter()
             .filter(|x| !directory.users.contains_key(x))
@@ -657,6 +681,10 @@ impl<'a> DirectoryBuilder<'a> {
     /// Takes one record, unless the source is already refused.
     fn step(&mut self, take: impl FnOnce(&mut Mapper<'_, 'a>) -> Result<(), SourceError>) {
         if self.state.failed.is_some() {
+            return;
+        }
+        if self.state.records >= MAX_RECORDS {
+            self.state.failed = Some(SourceError::TooManyRecords { max: MAX_RECORDS });
             return;
         }
         self.state.records += 1;
@@ -695,35 +723,37 @@ fn check_cap(directory: &Directory, total: usize, policy: &Policy) -> Result<(),
 
 /// A user record's values, checked, borrowed from the record (the role from
 /// the mapping's table).
-struct UserValues<'r, 'a> {
+struct UserValues<'r> {
     external_id: &'r str,
     customer: &'r str,
+    /// Where the user's customer is in `State::customers`.
+    customer_at: usize,
     email: &'r str,
     name: Option<&'r str>,
     phone: Option<&'r str>,
-    role: Option<&'a str>,
+    role: Option<Arc<str>>,
 }
 
-impl UserValues<'_, '_> {
-    fn to_user(&self, origin: &Origin) -> DesiredUser {
-        DesiredUser {
-            external_id: self.external_id.to_owned(),
-            customer_external_id: self.customer.to_owned(),
-            email: self.email.to_owned(),
-            name: self.name.map(str::to_owned),
-            phone: self.phone.map(str::to_owned),
-            role: self.role.map(str::to_owned),
+impl UserValues<'_> {
+    fn to_user(&self, customers: &Customers, origin: &Origin) -> DesiredUser {
+        DesiredUser::new(UserParts {
+            external_id: self.external_id,
+            customer_external_id: customers.shared_key(self.customer_at),
+            email: self.email,
+            name: self.name,
+            phone: self.phone,
+            role: self.role.clone(),
             origin: origin.clone(),
-        }
+        })
     }
 
     /// Whether a later record of `first` says the same (emails caselessly).
     fn same_as(&self, first: &DesiredUser) -> bool {
-        first.customer_external_id == self.customer
-            && first.email.eq_ignore_ascii_case(self.email)
-            && first.name.as_deref() == self.name
-            && first.phone.as_deref() == self.phone
-            && first.role.as_deref() == self.role
+        first.customer_external_id() == self.customer
+            && first.email().eq_ignore_ascii_case(self.email)
+            && first.name() == self.name
+            && first.phone() == self.phone
+            && first.role() == self.role.as_deref()
     }
 }
 
@@ -794,7 +824,7 @@ fn same_labels<'v>(
 /// build's state.
 struct Mapper<'b, 'a> {
     rules: &'b Rules<'a>,
-    state: &'b mut State<'a>,
+    state: &'b mut State,
 }
 
 impl<'a> Mapper<'_, 'a> {
@@ -916,14 +946,15 @@ impl<'a> Mapper<'_, 'a> {
     }
 
     /// A customer from a record: built from its first record; a later
-    /// record with other data refuses the whole source.
+    /// record with other data refuses the whole source. The customer's
+    /// position in `State::customers`.
     fn add_customer(
         &mut self,
         record: &impl RecordView,
         fields: &CustomerFields<'_>,
         external_id: &str,
         values: CustomerValues<'_>,
-    ) -> Result<(), SourceError> {
+    ) -> Result<usize, SourceError> {
         let rules = self.rules;
         let c = &rules.mapping.customer;
         let pieces = label_pieces(c, &fields.labels, record);
@@ -946,11 +977,10 @@ impl<'a> Mapper<'_, 'a> {
                     .then(|| normalise_labels(pieces.map(|p| p.text))),
                 origin: record.origin().clone(),
             };
-            customers.push(customer, &self.state.signature);
-            return Ok(());
+            return Ok(customers.push(customer, &self.state.signature));
         };
         if *first_signature == *self.state.signature.0 {
-            return Ok(());
+            return Ok(pos);
         }
         let first = customers.value(pos);
         let same = first.name == values.name
@@ -960,7 +990,7 @@ impl<'a> Mapper<'_, 'a> {
                 .as_ref()
                 .is_none_or(|labels| same_labels(labels, pieces));
         if same {
-            Ok(())
+            Ok(pos)
         } else {
             Err(SourceError::Conflict {
                 what: "customer",
@@ -975,7 +1005,9 @@ impl<'a> Mapper<'_, 'a> {
         let rules = self.rules;
         let fields = &rules.customer;
         match self.customer_record_values(record) {
-            Ok((x, values)) => self.add_customer(record, &fields.customer, x, values),
+            Ok((x, values)) => self
+                .add_customer(record, &fields.customer, x, values)
+                .map(drop),
             Err(Refused) => {
                 match record
                     .value(fields.external_id.slot)
@@ -1029,22 +1061,23 @@ impl<'a> Mapper<'_, 'a> {
     fn accept_user(
         &mut self,
         record: &impl RecordView,
-        values: &UserValues<'_, 'a>,
+        values: &UserValues<'_>,
     ) -> Result<(), SourceError> {
         let email = email_key(values.email);
         let email_hash = hash_of(&email);
         let users = &self.state.users;
         let owner = self.state.emails.find(email_hash, |pos| {
-            email_key(&users.value(pos).email) == email
+            email_key(users.value(pos).email()) == email
         });
         if let Some(pos) = owner {
             let other = users.value(pos);
-            if other.external_id != values.external_id {
-                let seen = self.state.repeated.get(&pos).unwrap_or(&other.origin);
+            if other.external_id() != values.external_id {
+                let seen = self.state.repeated.get(&pos).unwrap_or(other.origin());
                 let f = self.field(self.rules.user.email);
                 let message = format!(
                     "email {} is also used by externalId {:?} ({seen}); the platform needs unique emails",
-                    values.email, other.external_id
+                    values.email,
+                    other.external_id()
                 );
                 self.refuse(record.origin(), Some(f), message);
                 self.mark_unknown(record);
@@ -1052,8 +1085,8 @@ impl<'a> Mapper<'_, 'a> {
             }
         }
         let Some(pos) = self.state.users.position(values.external_id) else {
-            let user = values.to_user(record.origin());
-            let pos = self.state.users.push(values.external_id.to_owned(), user);
+            let user = values.to_user(&self.state.customers, record.origin());
+            let pos = self.state.users.push(user);
             if owner.is_none() {
                 self.state.emails.insert(email_hash, pos);
             }
@@ -1067,7 +1100,7 @@ impl<'a> Mapper<'_, 'a> {
             Err(SourceError::Conflict {
                 what: "user",
                 external_id: values.external_id.to_owned(),
-                first: first.origin.clone(),
+                first: first.origin().clone(),
                 second: record.origin().clone(),
             })
         }
@@ -1127,7 +1160,7 @@ impl<'a> Mapper<'_, 'a> {
     fn user_values<'r>(
         &mut self,
         record: &'r impl RecordView,
-    ) -> Result<UserValues<'r, 'a>, UserError> {
+    ) -> Result<UserValues<'r>, UserError> {
         let rules = self.rules;
         let u = &rules.user;
         if let Some(problem) = record.problem() {
@@ -1151,10 +1184,11 @@ impl<'a> Mapper<'_, 'a> {
             Some(f) => Some(self.role(record, f)?),
             None => None,
         };
-        self.users_customer(record, customer)?;
+        let customer_at = self.users_customer(record, customer)?;
         Ok(UserValues {
             external_id: x,
             customer,
+            customer_at,
             email,
             name,
             phone,
@@ -1164,20 +1198,20 @@ impl<'a> Mapper<'_, 'a> {
 
     /// Only a user that is not refused brings its customer along (customers
     /// from user records); otherwise its customer must be in the customers
-    /// file.
+    /// file. Where the customer is in `State::customers`.
     fn users_customer(
         &mut self,
         record: &impl RecordView,
         customer: &str,
-    ) -> Result<(), UserError> {
+    ) -> Result<usize, UserError> {
         let rules = self.rules;
         let u = &rules.user;
         if let Some(fields) = &u.customer_fields {
             let values = self.customer_values(record, fields)?;
             return Ok(self.add_customer(record, fields, customer, values)?);
         }
-        if self.state.customers.find(customer).is_some() {
-            return Ok(());
+        if let Some((pos, _)) = self.state.customers.find(customer) {
+            return Ok(pos);
         }
         let message = if self
             .state
@@ -1196,7 +1230,7 @@ impl<'a> Mapper<'_, 'a> {
 
     /// The platform role for the record's role value; a value the role
     /// table does not hold is refused unless `mapping.roles.unmapped: default`.
-    fn role(&mut self, record: &impl RecordView, f: Field<'_>) -> Result<&'a str, Refused> {
+    fn role(&mut self, record: &impl RecordView, f: Field<'_>) -> Result<Arc<str>, Refused> {
         let value = record.value(f.slot);
         if let Some(v) = value {
             self.check(record, f, v, rule::ROLE)?;
@@ -1354,6 +1388,24 @@ mod tests {
     }
 
     #[test]
+    fn users_share_their_customers_external_id_and_their_role_not_a_copy_each() {
+        let c = config(ROLES);
+        let d = build(&c, &[user(2, "u1"), user(3, "u2"), user(4, "u3")]).unwrap();
+        let users: Vec<&DesiredUser> = d.users.values().collect();
+        assert_eq!(users.len(), 3);
+        for u in &users[1..] {
+            assert_eq!(u.customer_external_id(), "acme");
+            assert_eq!(
+                u.customer_external_id().as_ptr(),
+                users[0].customer_external_id().as_ptr(),
+                "one allocation for the customer's externalId"
+            );
+            let (role, first) = (u.role().unwrap(), users[0].role().unwrap());
+            assert_eq!((role, role.as_ptr()), (first, first.as_ptr()), "one for the role");
+        }
+    }
+
+    #[test]
     fn a_record_missing_three_fields_is_one_refusal_naming_all_three() {
         let c = config(&format!(
             "{ROLES}policy:\n  refused_records: {{ max_count: 1, max_percent: 0 }}\n"
@@ -1445,7 +1497,7 @@ mod tests {
             ["users.csv:3: role (column role): role \"Admn\" is not in mapping.roles.map (it holds admin, staff); add it there, or set mapping.roles.unmapped: default to give such users \"Member\""]
         );
         assert!(d.unknown.user_external_ids.contains("u2"));
-        assert_eq!(d.users["u3"].role.as_deref(), Some("Member"));
+        assert_eq!(d.users.get("u3").and_then(|u| u.role()), Some("Member"));
         assert!(!d.users.contains_key("u2"));
 
         let d = build(
@@ -1454,7 +1506,7 @@ mod tests {
         )
         .unwrap();
         assert!(d.refused.is_empty());
-        assert_eq!(d.users["u2"].role.as_deref(), Some("Member"));
+        assert_eq!(d.users.get("u2").and_then(|u| u.role()), Some("Member"));
     }
 
     #[test]
@@ -1511,7 +1563,7 @@ mod tests {
         use crate::config::{Mapping, Policy};
         use crate::directory::{
             clean, is_valid_email, normalise_labels, DesiredCustomer, DesiredUser, Directory,
-            Origin, RefusedRecord, SourceRecord, ValueRule,
+            Origin, RefusedRecord, SourceRecord, UserParts, ValueRule,
         };
         use crate::source::mapping::KeyKind;
         use crate::source::SourceError;
@@ -1777,20 +1829,23 @@ mod tests {
                         }
                         Err(UserError::Source(e)) => return Err(e),
                     };
-                    let email_key = user.email.to_lowercase();
+                    let email_key = user.email().to_lowercase();
                     if let Some((other, origin)) = email_owner.get(&email_key) {
-                        if *other != user.external_id {
+                        if *other != user.external_id() {
                             let f = self.field("email", &u.email);
                             let message = format!(
                                 "email {} is also used by externalId {other:?} ({origin}); the platform needs unique emails",
-                                user.email
+                                user.email()
                             );
                             self.refuse(&record.origin, Some(f), message);
                             self.mark_unknown(record);
                             continue;
                         }
                     }
-                    email_owner.insert(email_key, (user.external_id.clone(), user.origin.clone()));
+                    email_owner.insert(
+                        email_key,
+                        (user.external_id().to_owned(), user.origin().clone()),
+                    );
                     self.add_user(user)?;
                 }
                 Ok(())
@@ -1903,15 +1958,15 @@ mod tests {
                     let f = self.field("customer", &u.customer);
                     return Err(self.refuse(&record.origin, Some(f), message).into());
                 }
-                Ok(DesiredUser {
-                    external_id: x.to_owned(),
-                    customer_external_id: customer.to_owned(),
-                    email: email.to_owned(),
-                    name,
-                    phone,
-                    role,
+                Ok(DesiredUser::new(UserParts {
+                    external_id: x,
+                    customer_external_id: customer.into(),
+                    email,
+                    name: name.as_deref(),
+                    phone: phone.as_deref(),
+                    role: role.map(Into::into),
                     origin: record.origin.clone(),
-                })
+                }))
             }
 
             /// The platform role for the record's role value; a value the role
@@ -1947,26 +2002,25 @@ mod tests {
             }
 
             fn add_user(&mut self, user: DesiredUser) -> Result<(), SourceError> {
-                match self.directory.users.entry(user.external_id.clone()) {
-                    Entry::Vacant(v) => {
-                        v.insert(user);
+                match self.directory.users.get(user.external_id()) {
+                    None => {
+                        self.directory.users.insert(user);
                         Ok(())
                     }
-                    Entry::Occupied(o) => {
-                        let first = o.get();
-                        let same = first.customer_external_id == user.customer_external_id
-                            && first.email.eq_ignore_ascii_case(&user.email)
-                            && first.name == user.name
-                            && first.phone == user.phone
-                            && first.role == user.role;
+                    Some(first) => {
+                        let same = first.customer_external_id() == user.customer_external_id()
+                            && first.email().eq_ignore_ascii_case(user.email())
+                            && first.name() == user.name()
+                            && first.phone() == user.phone()
+                            && first.role() == user.role();
                         if same {
                             Ok(())
                         } else {
                             Err(SourceError::Conflict {
                                 what: "user",
-                                external_id: user.external_id.clone(),
-                                first: first.origin.clone(),
-                                second: user.origin,
+                                external_id: user.external_id().to_owned(),
+                                first: first.origin().clone(),
+                                second: user.origin().clone(),
                             })
                         }
                     }

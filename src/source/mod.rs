@@ -89,6 +89,8 @@ pub enum SourceError {
         cap: usize,
         examples: Vec<RefusedRecord>,
     },
+    #[error("the source holds more than {max} records, more than dirsync reads at once; nothing is planned from it")]
+    TooManyRecords { max: usize },
     #[error("the source task failed: {0}")]
     Task(String),
     #[error("LDAP: {0}")]

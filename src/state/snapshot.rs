@@ -11,7 +11,7 @@
 //! customers a plan may delete hold is read for each run, just before
 //! planning).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -190,7 +190,7 @@ impl StateStore {
                 .prepare("SELECT id, name FROM roles ORDER BY seq")?
                 .query_map([], |row| {
                     Ok(Role {
-                        id: PlatformId(row.get(0)?),
+                        id: PlatformId::from(row.get::<_, String>(0)?),
                         name: row.get(1)?,
                     })
                 })?
@@ -209,8 +209,12 @@ impl StateStore {
                         customer_id, customer_external_id, updated_at
                  FROM users ORDER BY seq",
             )?;
+            let count: i64 = tx.query_row("SELECT count(*) FROM users", [], |row| row.get(0))?;
+            // A user's customer id is its customer's, shared (as the client
+            // shares them within a read).
+            let customer_ids: HashSet<&PlatformId> = customers.iter().map(|c| &c.id).collect();
             let mut rows = statement.query([])?;
-            let mut users = Vec::new();
+            let mut users = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
             while let Some(row) = rows.next()? {
                 let role_id: String = row.get(5)?;
                 let role_name: String = row.get(6)?;
@@ -218,19 +222,22 @@ impl StateStore {
                     .entry((role_id, role_name))
                     .or_insert_with_key(|(id, name)| {
                         Arc::new(Role {
-                            id: PlatformId(id.clone()),
+                            id: PlatformId::from(id.clone()),
                             name: name.clone(),
                         })
                     })
                     .clone();
                 users.push(PlatformUser {
-                    id: PlatformId(row.get(0)?),
+                    id: PlatformId::from(row.get::<_, String>(0)?),
                     external_id: row.get(1)?,
                     email: row.get(2)?,
                     name: row.get(3)?,
                     phone: row.get(4)?,
                     role,
-                    customer_id: PlatformId(row.get(7)?),
+                    customer_id: {
+                        let id = PlatformId::from(row.get::<_, String>(7)?);
+                        customer_ids.get(&id).map_or(id, |&shared| shared.clone())
+                    },
                     customer_external_id: row.get(8)?,
                     updated_at: time_column(row, 9)?,
                 });
@@ -381,7 +388,7 @@ fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<PlatformCustomer> {
     let labels = serde_json::from_str(&labels)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, Type::Text, Box::new(e)))?;
     Ok(PlatformCustomer {
-        id: PlatformId(row.get(0)?),
+        id: PlatformId::from(row.get::<_, String>(0)?),
         external_id: row.get(1)?,
         name: row.get(2)?,
         description: row.get(3)?,

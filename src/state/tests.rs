@@ -44,7 +44,7 @@ fn snapshot(customers: usize, users: usize) -> Snapshot {
     let shared: Vec<Arc<Role>> = roles.iter().cloned().map(Arc::new).collect();
     let customers: Vec<PlatformCustomer> = (0..customers)
         .map(|i| PlatformCustomer {
-            id: PlatformId(format!("Customer:{i:05}")),
+            id: PlatformId::from(format!("Customer:{i:05}")),
             external_id: (i % 7 != 0).then(|| format!("c{i}")),
             name: format!("Customer {i} “quoted” ünïcode"),
             description: if i % 2 == 0 {
@@ -63,7 +63,7 @@ fn snapshot(customers: usize, users: usize) -> Snapshot {
         .map(|i| {
             let c = &customers[i % customers.len()];
             PlatformUser {
-                id: PlatformId(format!("User:{i:06}")),
+                id: PlatformId::from(format!("User:{i:06}")),
                 external_id: (i % 11 != 0).then(|| format!("u{i}")),
                 email: format!("user{i}@x.example"),
                 name: format!("User {i}"),
@@ -128,6 +128,14 @@ fn a_snapshot_of_thousands_of_users_comes_back_exactly_in_order() {
     assert_eq!(loaded.taken_at, at(0));
     assert_eq!(loaded.last_full_read_at, at(0));
     assert_eq!(store.last_full_read_at().unwrap(), Some(at(0)));
+    let customers = loaded.snapshot.customers.len();
+    let (first, twin) = (&loaded.snapshot.users[0], &loaded.snapshot.users[customers]);
+    assert!(
+        Arc::ptr_eq(&first.customer_id.0, &loaded.snapshot.customers[0].id.0)
+            && Arc::ptr_eq(&first.customer_id.0, &twin.customer_id.0)
+            && Arc::ptr_eq(&first.role, &loaded.snapshot.users[2].role),
+        "loaded users share their customer's id and their role, as a read's do"
+    );
     // Users with one role share one allocation, as the client builds them.
     let admins: Vec<&PlatformUser> = loaded
         .snapshot
@@ -475,7 +483,7 @@ fn a_writer_killed_with_sigkill_leaves_the_last_whole_snapshot() {
 
 fn user_update(external_id: &str, before: &str, after: &str) -> Operation {
     Operation::UpdateUser {
-        id: PlatformId(format!("User:{external_id}")),
+        id: PlatformId::from(format!("User:{external_id}")),
         external_id: external_id.into(),
         email: format!("{external_id}@x.example"),
         customer_external_id: Some("acme".into()),

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dirsync::config::{Budget, Policy, RoleTable};
-use dirsync::directory::{DesiredCustomer, DesiredUser, Directory, Origin};
+use dirsync::directory::{DesiredCustomer, DesiredUser, Directory, Origin, UserParts, Users};
 use dirsync::model::{PlatformCustomer, PlatformId, PlatformUser, Role, Snapshot};
 use dirsync::plan::{plan, Plan};
 use support::{
@@ -67,7 +67,7 @@ fn roles() -> Vec<Role> {
         .iter()
         .enumerate()
         .map(|(i, name)| Role {
-            id: PlatformId(format!("Q3VzdG9tZXJSb2xlOj{i:031x}")),
+            id: PlatformId::from(format!("Q3VzdG9tZXJSb2xlOj{i:031x}")),
             name: (*name).to_owned(),
         })
         .collect()
@@ -109,7 +109,7 @@ fn mix(mut z: u64) -> u64 {
 /// prefix, then 44 random-looking characters.
 fn global_id(prefix: &str, key: u64) -> PlatformId {
     let (a, b, c) = (mix(key), mix(key ^ 0x5555), mix(key ^ 0xaaaa));
-    PlatformId(format!(
+    PlatformId::from(format!(
         "{prefix}{a:016x}{b:016x}{:012x}",
         c & 0xffff_ffff_ffff
     ))
@@ -238,6 +238,7 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
         want.delete_customers += 1;
     }
 
+    let mut dir_users = Vec::with_capacity(users);
     for i in permutation(users, 2) {
         line += 1;
         let x = format!("E{i:07}");
@@ -259,15 +260,15 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
         let name = format!("{first} {last}");
         let phone = format!("+1 555 {:07}", i % 10_000_000);
         let role = if i % 10 == 0 { "Admin" } else { "Member" };
-        let desired = DesiredUser {
-            external_id: x.clone(),
-            customer_external_id: customer.clone(),
-            email: email.clone(),
-            name: Some(name.clone()),
-            phone: Some(phone.clone()),
-            role: Some(role.to_owned()),
+        let desired = DesiredUser::new(UserParts {
+            external_id: &x,
+            customer_external_id: customer.as_str().into(),
+            email: &email,
+            name: Some(&name),
+            phone: Some(&phone),
+            role: Some(role.into()),
             origin: origin(&file, line),
-        };
+        });
         let (in_dir, on_platform) = match class {
             198 => (true, false),
             199 => (false, true),
@@ -306,9 +307,10 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
             });
         }
         if in_dir {
-            dir.users.insert(x, desired);
+            dir_users.push(desired);
         }
     }
+    dir.users = Users::from_distinct(dir_users);
     (dir, snap, want)
 }
 

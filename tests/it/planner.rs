@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use dirsync::config::{Budget, ChangePolicy, Policy, RoleTable};
 use dirsync::directory::{
     normalise_labels, DesiredCustomer, DesiredUser, Directory, Origin, RefusedRecord, Unknown,
+    UserParts,
 };
 use dirsync::model::{
     CustomerChanges, CustomerHoldings, PlatformCustomer, PlatformId, PlatformUser, Role, Snapshot,
@@ -44,15 +45,30 @@ fn labels(values: &[&str]) -> Option<BTreeSet<String>> {
 
 /// A directory user with only the required fields mapped.
 fn user(x: &str, customer: &str, email: &str) -> DesiredUser {
-    DesiredUser {
-        external_id: x.to_owned(),
-        customer_external_id: customer.to_owned(),
-        email: email.to_owned(),
+    DesiredUser::new(UserParts {
+        external_id: x,
+        customer_external_id: customer.into(),
+        email,
         name: None,
         phone: None,
         role: None,
         origin: origin(2),
-    }
+    })
+}
+
+/// `u` with a name, a phone and a role mapped.
+fn with_fields(
+    u: DesiredUser,
+    name: Option<&str>,
+    phone: Option<&str>,
+    role: Option<&str>,
+) -> DesiredUser {
+    DesiredUser::new(UserParts {
+        name,
+        phone,
+        role: role.map(Into::into),
+        ..u.to_parts()
+    })
 }
 
 fn directory(customers: Vec<DesiredCustomer>, users: Vec<DesiredUser>) -> Directory {
@@ -61,21 +77,18 @@ fn directory(customers: Vec<DesiredCustomer>, users: Vec<DesiredUser>) -> Direct
             .into_iter()
             .map(|c| (c.external_id.clone(), c))
             .collect(),
-        users: users
-            .into_iter()
-            .map(|u| (u.external_id.clone(), u))
-            .collect(),
+        users: users.into_iter().collect(),
         ..Directory::default()
     }
 }
 
 fn id(s: &str) -> PlatformId {
-    PlatformId(s.to_owned())
+    PlatformId::from(s.to_owned())
 }
 
 fn role(name: &str) -> Role {
     Role {
-        id: PlatformId(format!("R-{}", name.to_lowercase())),
+        id: PlatformId::from(format!("R-{}", name.to_lowercase())),
         name: name.to_owned(),
     }
 }
@@ -182,10 +195,12 @@ fn golden_creates_a_customer_and_its_users_from_empty() {
     let mut acme = customer("acme", "Acme Corp");
     acme.description = Some("Anvils".to_owned());
     acme.labels = labels(&["Gold", "EU"]);
-    let mut ada = user("ada", "acme", "ada@acme.test");
-    ada.name = Some("Ada".to_owned());
-    ada.phone = Some("555-0100".to_owned());
-    ada.role = Some("Admin".to_owned());
+    let ada = with_fields(
+        user("ada", "acme", "ada@acme.test"),
+        Some("Ada"),
+        Some("555-0100"),
+        Some("Admin"),
+    );
     let bob = user("bob", "acme", "bob@acme.test");
     let d = directory(vec![acme], vec![ada, bob]);
     let s = snapshot(vec![], vec![]);
@@ -259,10 +274,12 @@ Plan: 0 to create, 1 to update, 0 to delete.
 
 #[test]
 fn golden_updates_user_name_phone_and_role() {
-    let mut ada = user("ada", "acme", "ada@acme.test");
-    ada.name = Some("Ada Lovelace".to_owned());
-    ada.phone = Some("555".to_owned());
-    ada.role = Some("Admin".to_owned());
+    let ada = with_fields(
+        user("ada", "acme", "ada@acme.test"),
+        Some("Ada Lovelace"),
+        Some("555"),
+        Some("Admin"),
+    );
     let d = directory(vec![customer("acme", "Acme")], vec![ada]);
     let c1 = pcustomer("C1", Some("acme"), "Acme");
     let mut u1 = puser("U1", Some("ada"), "ada@acme.test", &c1);
@@ -604,8 +621,12 @@ Plan: 0 to create, 0 to update, 1 to delete; 1 conflict (see above).
 /// A customer and a user on the platform without externalIds, named and
 /// addressed as the directory's (the email in another case).
 fn adoptable() -> (Directory, Snapshot) {
-    let mut ada = user("ada", "acme", "Ada@Acme.test");
-    ada.name = Some("Ada".to_owned());
+    let ada = with_fields(
+        user("ada", "acme", "Ada@Acme.test"),
+        Some("Ada"),
+        None,
+        None,
+    );
     let d = directory(vec![customer("acme", "Acme")], vec![ada]);
     let c1 = pcustomer("C1", None, "Acme");
     let u1 = puser("U1", None, "ada@acme.test", &c1);
@@ -963,8 +984,12 @@ fn an_unknown_role_name_is_an_error() {
 fn golden_plan_json() {
     let mut globex = customer("globex", "Globex");
     globex.labels = labels(&["Gold"]);
-    let mut ada = user("ada", "acme", "ada@acme.test");
-    ada.role = Some("Admin".to_owned());
+    let ada = with_fields(
+        user("ada", "acme", "ada@acme.test"),
+        None,
+        None,
+        Some("Admin"),
+    );
     let d = directory(vec![customer("acme", "Acme"), globex], vec![ada]);
     let c1 = pcustomer("C1", Some("acme"), "Acme");
     let u1 = puser("U1", Some("ada"), "ada@acme.test", &c1);
@@ -1192,7 +1217,7 @@ fn simulate_apply(plan: &Plan, before: &Snapshot) -> Snapshot {
     let mut next = 0;
     let mut fresh = |kind: &str| {
         next += 1;
-        PlatformId(format!("new-{kind}-{next}"))
+        PlatformId::from(format!("new-{kind}-{next}"))
     };
     for op in &plan.operations {
         match op {
@@ -1637,7 +1662,7 @@ mod properties {
                 continue;
             }
             snap.customers.push(PlatformCustomer {
-                id: PlatformId(format!("C{i}")),
+                id: PlatformId::from(format!("C{i}")),
                 external_id: x,
                 name: name.to_owned(),
                 description: TEXTS[r.description].to_owned(),
@@ -1660,7 +1685,7 @@ mod properties {
                 }
                 let c = &snap.customers[r.customer % snap.customers.len()];
                 let user = PlatformUser {
-                    id: PlatformId(format!("U{i}")),
+                    id: PlatformId::from(format!("U{i}")),
                     external_id: x,
                     email,
                     name: TEXTS[r.name].to_owned(),
@@ -1756,22 +1781,19 @@ mod properties {
                 if !r.present
                     || d.users
                         .values()
-                        .any(|u| u.email.eq_ignore_ascii_case(&email))
+                        .any(|u| u.email().eq_ignore_ascii_case(&email))
                 {
                     continue;
                 }
-                d.users.insert(
-                    x.to_owned(),
-                    DesiredUser {
-                        external_id: x.to_owned(),
-                        customer_external_id: customer,
-                        email,
-                        name: r.name.map(|t| TEXTS[t].to_owned()),
-                        phone: r.phone.map(|t| TEXTS[t].to_owned()),
-                        role: r.role.map(|t| ROLES[t].to_owned()),
-                        origin: origin(j as u64 + 2),
-                    },
-                );
+                d.users.insert(DesiredUser::new(UserParts {
+                    external_id: x,
+                    customer_external_id: customer.into(),
+                    email: &email,
+                    name: r.name.map(|t| TEXTS[t]),
+                    phone: r.phone.map(|t| TEXTS[t]),
+                    role: r.role.map(|t| ROLES[t].into()),
+                    origin: origin(j as u64 + 2),
+                }));
             }
         }
         for (n, (kind, k)) in unknown.iter().enumerate() {

@@ -19,19 +19,19 @@ impl<'a> Planner<'a> {
     pub(in crate::plan) fn users(&mut self) {
         let directory = self.directory;
         for (x, desired) in &directory.users {
-            let matched = self.users.remove(x.as_str());
-            if self.ambiguous_users.contains(x.as_str()) {
+            let matched = self.users.remove(x);
+            if self.ambiguous_users.contains(x) {
                 continue;
             }
             if directory.unknown.user_external_ids.contains(x) {
                 self.out.kept.push(Kept {
                     kind: "user",
-                    external_id: x.clone(),
+                    external_id: x.to_owned(),
                     reason: "a refused record also names it; it is not changed this run".to_owned(),
                 });
                 continue;
             }
-            let target = desired.customer_external_id.as_str();
+            let target = desired.customer_external_id();
             if self.blocked_customers.contains(target) {
                 let reason = format!(
                     "its customer {target:?} cannot be created or changed (see its conflict)"
@@ -56,7 +56,7 @@ impl<'a> Planner<'a> {
         actual: &PlatformUser,
         home: Option<&PlatformId>,
     ) {
-        let email_changed = !same_email(&desired.email, &actual.email);
+        let email_changed = !same_email(desired.email(), &actual.email);
         let moved = home != Some(&actual.customer_id);
         if (email_changed || moved) && self.drift(x, desired, actual, email_changed) {
             return;
@@ -88,7 +88,7 @@ impl<'a> Planner<'a> {
             (
                 DriftKind::EmailChanged,
                 actual.email.clone(),
-                desired.email.clone(),
+                desired.email().to_owned(),
             )
         } else {
             (
@@ -97,7 +97,7 @@ impl<'a> Planner<'a> {
                     .customer_external_id
                     .clone()
                     .unwrap_or_else(|| actual.customer_id.to_string()),
-                desired.customer_external_id.clone(),
+                desired.customer_external_id().to_owned(),
             )
         };
         // A recreate deletes first: if its create would then be refused
@@ -105,7 +105,7 @@ impl<'a> Planner<'a> {
         // Send nothing for it instead.
         let email_owner = self
             .user_by_email
-            .get(&Caseless(&desired.email))
+            .get(&Caseless(desired.email()))
             .filter(|owner| owner.id != actual.id);
         if let (ChangePolicy::Recreate, Some(owner)) = (self.policy.email_change, email_owner) {
             let holder = match &owner.external_id {
@@ -114,7 +114,7 @@ impl<'a> Planner<'a> {
             };
             let reason = format!(
                 "cannot recreate it with email {}: that email belongs to {holder}",
-                desired.email
+                desired.email()
             );
             self.conflict("user", x, reason);
             return true;
@@ -145,7 +145,7 @@ impl<'a> Planner<'a> {
     /// an unmanaged user of the same customer and adoption is on, a conflict
     /// if the email is taken otherwise, else created.
     fn place_user(&mut self, x: &str, desired: &DesiredUser, home: Option<&PlatformId>) {
-        match self.user_by_email.get(&Caseless(&desired.email)).copied() {
+        match self.user_by_email.get(&Caseless(desired.email())).copied() {
             Some(owner)
                 if self.policy.adopt
                     && owner.external_id.is_none()
@@ -167,13 +167,13 @@ impl<'a> Planner<'a> {
                 let reason = match &owner.external_id {
                     None if home == Some(&owner.customer_id) => format!(
                         "a user with email {} exists without an externalId; set policy.adopt: true to take it over",
-                        desired.email
+                        desired.email()
                     ),
                     None => format!(
                         "email {} belongs to a user of another customer that dirsync does not manage",
-                        desired.email
+                        desired.email()
                     ),
-                    Some(other) => format!("email {} belongs to user {other:?}", desired.email),
+                    Some(other) => format!("email {} belongs to user {other:?}", desired.email()),
                 };
                 // A managed owner that is itself leaving (or being recreated)
                 // frees the email only after this run: the next run converges.
@@ -194,22 +194,22 @@ fn user_changes(
 ) -> (Vec<FieldChange>, UserChanges) {
     let mut changes = Vec::new();
     let mut patch = UserChanges::default();
-    if let Some(name) = &desired.name {
+    if let Some(name) = desired.name() {
         if !same_text(name, &actual.name) {
             changes.push(change("name", &actual.name, name));
-            patch.name = Some(name.clone());
+            patch.name = Some(name.to_owned());
         }
     }
-    if let Some(phone) = &desired.phone {
+    if let Some(phone) = desired.phone() {
         if !same_text(phone, &actual.phone) {
             changes.push(change("phone", &actual.phone, phone));
-            patch.phone = Some(phone.clone());
+            patch.phone = Some(phone.to_owned());
         }
     }
-    if let Some(role) = &desired.role {
-        if *role != actual.role.name {
+    if let Some(role) = desired.role() {
+        if role != actual.role.name {
             changes.push(change("role", &actual.role.name, role));
-            patch.role_id = role_ids.get(role.as_str()).map(|id| (*id).clone());
+            patch.role_id = role_ids.get(role).map(|id| (*id).clone());
         }
     }
     (changes, patch)
@@ -220,17 +220,19 @@ fn user_create(
     roles: &RoleTable,
     role_ids: &BTreeMap<&str, &PlatformId>,
 ) -> UserCreate {
-    let role = d.role.clone().unwrap_or_else(|| roles.default.clone());
+    let role = d
+        .role()
+        .map_or_else(|| roles.default.clone(), str::to_owned);
     UserCreate {
-        external_id: d.external_id.clone(),
-        customer_external_id: d.customer_external_id.clone(),
-        email: d.email.clone(),
-        name: d.name.clone(),
-        phone: d.phone.clone(),
+        external_id: d.external_id().to_owned(),
+        customer_external_id: d.customer_external_id().to_owned(),
+        email: d.email().to_owned(),
+        name: d.name().map(str::to_owned),
+        phone: d.phone().map(str::to_owned),
         role_id: role_ids
             .get(role.as_str())
             .map(|id| (*id).clone())
-            .unwrap_or_else(|| PlatformId(String::new())),
+            .unwrap_or_else(|| PlatformId::from(String::new())),
         role,
     }
 }
