@@ -57,5 +57,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
 cargo bench --locked --bench throughput -- small
+cargo bench --locked --bench csv_read -- small
+cargo bench --locked --bench plan -- small
 # Last, as it installs the package on this machine (and removes it again).
 bash tests/package.sh

@@ -1401,7 +1401,11 @@ mod tests {
                 "one allocation for the customer's externalId"
             );
             let (role, first) = (u.role().unwrap(), users[0].role().unwrap());
-            assert_eq!((role, role.as_ptr()), (first, first.as_ptr()), "one for the role");
+            assert_eq!(
+                (role, role.as_ptr()),
+                (first, first.as_ptr()),
+                "one for the role"
+            );
         }
     }
 

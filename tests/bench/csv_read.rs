@@ -21,7 +21,8 @@
 //! every half second on the way, to show where the peak is (the read, the
 //! platform's snapshot, the plan).
 //!
-//! Arguments: `read` or `plan` runs only that part (both by default).
+//! Arguments: `read` or `plan` runs only that part (both by default);
+//! `small` (CI) reads 20k rows of 1k customers once, to show the bench runs.
 
 #[path = "support.rs"]
 mod support;
@@ -29,6 +30,7 @@ mod support;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dirsync::config::Config;
@@ -41,9 +43,34 @@ use support::{
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-const ROWS: usize = 1_000_000;
-const CUSTOMERS: usize = 50_000;
-const ITERATIONS: usize = 3;
+/// Set by `-- small` (CI): a fiftieth of the rows and customers, one iteration.
+static SMALL: AtomicBool = AtomicBool::new(false);
+
+fn small() -> bool {
+    SMALL.load(Ordering::Relaxed)
+}
+
+/// Rows in the users file: 1M (20k with `small`).
+fn rows() -> usize {
+    if small() {
+        20_000
+    } else {
+        1_000_000
+    }
+}
+
+/// Customers the rows are spread over: 50k (1k with `small`).
+fn customers() -> usize {
+    rows() / 20
+}
+
+fn iterations() -> usize {
+    if small() {
+        1
+    } else {
+        3
+    }
+}
 
 const FIRST: [&str; 8] = [
     "Ada", "Alan", "Barbara", "Charles", "Grace", "Ken", "Radia", "Tony",
@@ -68,7 +95,7 @@ struct Person {
 /// the phones empty, one admin and one manager in ten.
 fn person(i: usize) -> Person {
     let (first, last) = (FIRST[i % 8], LAST[(i / 8) % 8]);
-    let c = i % CUSTOMERS;
+    let c = i % customers();
     Person {
         employee_id: format!("E{i:07}"),
         email: format!(
@@ -106,7 +133,7 @@ fn write_csv(path: &Path) -> std::io::Result<u64> {
         out,
         "employee_id,email,full_name,phone,role,customer_id,customer_name,customer_tier"
     )?;
-    for i in 0..ROWS {
+    for i in 0..rows() {
         let p = person(i);
         writeln!(
             out,
@@ -216,20 +243,20 @@ struct Passes {
 fn read_passes(csv: &Path, config: &Config) -> Passes {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut passes = Passes::default();
-    for n in 0..ITERATIONS {
+    for n in 0..iterations() {
         passes.bare.push(measure(
             || bare_pass(csv),
-            |(rows, fields)| {
-                if *rows != ROWS || *fields != ROWS * 8 {
-                    fail(&format!("bare pass: {rows} rows, {fields} fields"));
+            |(read, fields)| {
+                if *read != rows() || *fields != rows() * 8 {
+                    fail(&format!("bare pass: {read} rows, {fields} fields"));
                 }
             },
         ));
         passes.owned.push(measure(
             || owned_pass(csv),
-            |rows| {
-                if rows.len() != ROWS {
-                    fail(&format!("owned pass: {} rows", rows.len()));
+            |read| {
+                if read.len() != rows() {
+                    fail(&format!("owned pass: {} rows", read.len()));
                 }
             },
         ));
@@ -237,8 +264,8 @@ fn read_passes(csv: &Path, config: &Config) -> Passes {
             || runtime.block_on(read_directory(config)),
             |d| match d {
                 Ok(d)
-                    if d.users.len() == ROWS
-                        && d.customers.len() == CUSTOMERS
+                    if d.users.len() == rows()
+                        && d.customers.len() == customers()
                         && d.refused.is_empty() => {}
                 Ok(d) => fail(&format!(
                     "unexpected directory: {} users, {} customers, {} refused",
@@ -278,7 +305,7 @@ fn print_reads(passes: &Passes, size: u64) {
             ms(runs[0].took),
             ms(min),
             ms(median),
-            ROWS as f64 / median.as_secs_f64(),
+            rows() as f64 / median.as_secs_f64(),
             median.as_secs_f64() / owned_median.as_secs_f64(),
             mib(peak),
             peak as f64 / size as f64,
@@ -314,7 +341,7 @@ mod platform {
     use axum::{Json, Router};
     use serde_json::{json, Value};
 
-    use super::{customer_key, customer_name, global_id, person, CUSTOMERS, ROWS};
+    use super::{customer_key, customer_name, customers, global_id, person, rows};
     use super::{TIERS, TOKEN, UPDATED_AT};
 
     fn role(name: &str) -> Value {
@@ -375,8 +402,8 @@ mod platform {
                 "id": global_id("User", usize::MAX >> 8), "email": "owner@vendor.example",
                 "name": "Owner", "customer": null } }),
             Some("CustomerRoles") => json!({ "customerRoles": [role("Admin"), role("Member")] }),
-            Some("ListCustomers") => json!({ "customers": page(variables, CUSTOMERS, customer) }),
-            Some("ListCustomerUsers") => json!({ "users": page(variables, ROWS, user) }),
+            Some("ListCustomers") => json!({ "customers": page(variables, customers(), customer) }),
+            Some("ListCustomerUsers") => json!({ "users": page(variables, rows(), user) }),
             other => {
                 eprintln!("csv_read platform: unexpected operation {other:?}");
                 return Err(StatusCode::BAD_REQUEST);
@@ -452,7 +479,9 @@ fn print_plan(run: &PlanRun, size: u64) {
     println!("| whole process | users / customers | file | wall time | peak RSS | × file | exit |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| `dirsync plan` (release binary, platform in sync) | {ROWS} / {CUSTOMERS} | {} | {} | {} | {:.2} | {} |",
+        "| `dirsync plan` (release binary, platform in sync) | {} / {} | {} | {} | {} | {:.2} | {} |",
+        rows(),
+        customers(),
         mib(size as usize),
         ms(run.took),
         mib(run.max_rss as usize),
@@ -476,14 +505,18 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let wanted = |part: &str| only.is_empty() || only.iter().any(|a| a == part);
+    SMALL.store(only.iter().any(|a| a == "small"), Ordering::Relaxed);
+    let parts: Vec<&String> = only.iter().filter(|a| *a != "small").collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|a| *a == part);
     println!("load average at start: {}", load_average());
     let dir = tempfile::tempdir().expect("temp dir");
     let csv = dir.path().join("users.csv");
     let started = Instant::now();
     let size = write_csv(&csv).expect("write the CSV");
     println!(
-        "wrote {ROWS} rows ({CUSTOMERS} customers, {}) in {}",
+        "wrote {} rows ({} customers, {}) in {}",
+        rows(),
+        customers(),
         mib(size as usize),
         ms(started.elapsed())
     );

@@ -6,6 +6,8 @@
 //! and requests <= ceil(C/100) + ceil(U/100) + 2 (one page of 100 per list,
 //! plus `authenticatedUser` and `customerRoles`).
 
+#[path = "people.rs"]
+mod people;
 #[path = "support.rs"]
 mod support;
 
@@ -14,8 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dirsync::config::Config;
-use dirsync::emulator::{self, EmulatorOptions, Seed, SeedCustomer, SeedUser, Stats};
+use dirsync::emulator::{self, EmulatorOptions, Seed, Stats};
 use dirsync::run::{reconcile, Connection, Mode};
+use people::{person, seed_customer, seed_user, write_row, HEADER};
 use support::{load_average, min_median, ms, CountingAlloc};
 
 #[global_allocator]
@@ -25,86 +28,17 @@ const TOKEN_VAR: &str = "DIRSYNC_BENCH_TOKEN";
 const TOKEN: &str = "steady-state-bench-token";
 const RUNS: usize = 3;
 
-const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
-
-struct Person {
-    employee_id: String,
-    email: String,
-    name: String,
-    phone: String,
-    /// The source value (`admin`, `staff`) and the platform role it maps to.
-    role: (&'static str, &'static str),
-    customer: usize,
-}
-
-fn person(i: usize, customers: usize) -> Person {
-    Person {
-        employee_id: format!("E{i:07}"),
-        email: format!("person{i}@cust{:05}.example", i % customers),
-        name: format!("Person {i}"),
-        phone: if i % 3 == 0 {
-            String::new()
-        } else {
-            format!("+1 555 {i:07}")
-        },
-        role: if i % 10 == 0 {
-            ("admin", "Admin")
-        } else {
-            ("staff", "Member")
-        },
-        customer: i % customers,
-    }
-}
-
-fn customer_key(c: usize) -> String {
-    format!("cust-{c:05}")
-}
-
-fn customer_name(c: usize) -> String {
-    format!("Customer {c:05} Ltd")
-}
-
 /// The CSV directory and a seed that matches it exactly (labels included).
 fn write_inputs(path: &Path, customers: usize, users: usize) -> std::io::Result<Seed> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
-    writeln!(
-        out,
-        "employee_id,email,full_name,phone,role,customer_id,customer_name,customer_tier"
-    )?;
+    writeln!(out, "{HEADER}")?;
     let mut seed = Seed::default();
-    for c in 0..customers {
-        seed.customers.push(SeedCustomer {
-            name: customer_name(c),
-            external_id: Some(customer_key(c)),
-            description: String::new(),
-            labels: vec!["dirsync".to_owned(), TIERS[c % 3].to_owned()],
-            system: false,
-            instances: Vec::new(),
-        });
-    }
+    seed.customers.extend((0..customers).map(seed_customer));
     for i in 0..users {
         let p = person(i, customers);
-        writeln!(
-            out,
-            "{},{},{},{},{},{},{},{}",
-            p.employee_id,
-            p.email,
-            p.name,
-            p.phone,
-            p.role.0,
-            customer_key(p.customer),
-            customer_name(p.customer),
-            TIERS[p.customer % 3]
-        )?;
-        seed.users.push(SeedUser {
-            email: p.email,
-            name: p.name,
-            phone: p.phone,
-            external_id: Some(p.employee_id),
-            customer: customer_key(p.customer),
-            role: p.role.1.to_owned(),
-            marketplace: false,
-        });
+        write_row(&mut out, &p, &p.phone)?;
+        let phone = p.phone.clone();
+        seed.users.push(seed_user(p, phone));
     }
     out.flush()?;
     Ok(seed)

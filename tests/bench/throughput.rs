@@ -36,6 +36,8 @@
 //! `Mode::Plan` reconcile, with the faults lifted, gives an empty plan; a
 //! dirsync run is not blocked and has no failed operation.
 
+#[path = "people.rs"]
+mod people;
 #[path = "support.rs"]
 mod support;
 
@@ -45,8 +47,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dirsync::config::Config;
-use dirsync::emulator::{self, EmulatorOptions, Faults, Seed, SeedCustomer, SeedUser, Stats};
+use dirsync::emulator::{self, EmulatorOptions, Faults, Seed, Stats};
 use dirsync::run::{reconcile, Connection, Mode};
+use people::{
+    customer_key, customer_labels, customer_name, person, seed_customer, seed_user, write_row,
+    HEADER,
+};
 use serde_json::{json, Value};
 use support::{load_average, CountingAlloc};
 
@@ -60,55 +66,12 @@ const LATENCY_MS: u64 = 50;
 /// A peer run estimated to take longer than this is skipped (its figures computed).
 const PEER_LIMIT_SECS: f64 = 600.0;
 
-const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
-
 // ---------------------------------------------------------------------------
 // The directory: the same records as a CSV for dirsync and in memory for the peer.
-
-struct Person {
-    employee_id: String,
-    email: String,
-    name: String,
-    phone: String,
-    /// The source value (`admin`, `staff`) and the platform role it maps to.
-    role: (&'static str, &'static str),
-    customer: usize,
-}
-
-fn person(i: usize, customers: usize) -> Person {
-    Person {
-        employee_id: format!("E{i:07}"),
-        email: format!("person{i}@cust{:05}.example", i % customers),
-        name: format!("Person {i}"),
-        phone: if i % 3 == 0 {
-            String::new()
-        } else {
-            format!("+1 555 {i:07}")
-        },
-        role: if i % 10 == 0 {
-            ("admin", "Admin")
-        } else {
-            ("staff", "Member")
-        },
-        customer: i % customers,
-    }
-}
 
 /// The drifted users of case 3: one in a hundred (1,000 of 100,000).
 fn drifted(i: usize) -> bool {
     i % 100 == 1
-}
-
-fn customer_key(c: usize) -> String {
-    format!("cust-{c:05}")
-}
-
-fn customer_name(c: usize) -> String {
-    format!("Customer {c:05} Ltd")
-}
-
-fn customer_labels(c: usize) -> Vec<String> {
-    vec!["dirsync".to_owned(), TIERS[c % 3].to_owned()]
 }
 
 /// What the emulator holds before the run.
@@ -143,10 +106,7 @@ fn write_inputs_with(
     directory_drift: bool,
 ) -> std::io::Result<(Option<Seed>, u64)> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
-    writeln!(
-        out,
-        "employee_id,email,full_name,phone,role,customer_id,customer_name,customer_tier"
-    )?;
+    writeln!(out, "{HEADER}")?;
     // A long-lived platform: its records were last changed a day ago (a
     // store's incremental read then finds only what changed since).
     let mut seed = Seed {
@@ -155,16 +115,7 @@ fn write_inputs_with(
     };
     let mut needed = 0;
     if start != Start::Empty {
-        for c in 0..customers {
-            seed.customers.push(SeedCustomer {
-                name: customer_name(c),
-                external_id: Some(customer_key(c)),
-                description: String::new(),
-                labels: customer_labels(c),
-                system: false,
-                instances: Vec::new(),
-            });
-        }
+        seed.customers.extend((0..customers).map(seed_customer));
     }
     for i in 0..users {
         let p = person(i, customers);
@@ -173,18 +124,7 @@ fn write_inputs_with(
         } else {
             p.phone.clone()
         };
-        writeln!(
-            out,
-            "{},{},{},{},{},{},{},{}",
-            p.employee_id,
-            p.email,
-            p.name,
-            csv_phone,
-            p.role.0,
-            customer_key(p.customer),
-            customer_name(p.customer),
-            TIERS[p.customer % 3]
-        )?;
+        write_row(&mut out, &p, &csv_phone)?;
         if start == Start::Empty {
             continue;
         }
@@ -192,17 +132,9 @@ fn write_inputs_with(
             needed += 1;
             format!("+44 20 {i:07}")
         } else {
-            p.phone
+            p.phone.clone()
         };
-        seed.users.push(SeedUser {
-            email: p.email,
-            name: p.name,
-            phone,
-            external_id: Some(p.employee_id),
-            customer: customer_key(p.customer),
-            role: p.role.1.to_owned(),
-            marketplace: false,
-        });
+        seed.users.push(seed_user(p, phone));
     }
     out.flush()?;
     Ok(match start {
