@@ -15,9 +15,24 @@ use serde::{Deserialize, Serialize};
 /// Shared, not copied: a million users name some thousands of customers, and
 /// each user's `customer_id` is the same allocation as its customer's id
 /// within a read (a clone is a reference count).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PlatformId(pub Arc<str>);
+
+/// The same allocation is the same id without reading it (a user's
+/// customer id and its customer's, within a read); otherwise by text.
+impl PartialEq for PlatformId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// By text, as equality is.
+impl std::hash::Hash for PlatformId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PlatformId {
     pub fn as_str(&self) -> &str {

@@ -240,6 +240,12 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
         want.delete_customers += 1;
     }
 
+    // Each user's customer id is its customer's, shared, as a read shares them.
+    let ids: std::collections::HashMap<String, PlatformId> = snap
+        .customers
+        .iter()
+        .filter_map(|c| Some((c.external_id.clone()?, c.id.clone())))
+        .collect();
     let mut dir_users = Vec::with_capacity(users);
     for i in permutation(users, 2) {
         line += 1;
@@ -303,7 +309,10 @@ fn inputs(customers: usize, users: usize, order: Order) -> (Directory, Snapshot,
                     .find(|r| r.name == platform_role)
                     .cloned()
                     .expect("role"),
-                customer_id: customer_id(&customer),
+                customer_id: ids
+                    .get(customer.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| customer_id(&customer)),
                 customer_external_id: Some(customer),
                 updated_at: None,
             });

@@ -1,7 +1,7 @@
 //! The delete steps: managed records the directory no longer holds (what the
 //! matching steps left in the indexes) are deleted, or kept with the reason.
 
-use std::collections::{HashMap, HashSet};
+use super::index::{FastMap, FastSet};
 
 use super::Planner;
 use crate::model::{CustomerHoldings, PlatformId, PlatformUser};
@@ -65,10 +65,10 @@ impl<'a> Planner<'a> {
 
     /// The users of the customers that might be deleted (and only those: for
     /// most runs there are none, and the map is never filled).
-    fn users_of_leaving_customers(&self) -> HashMap<&'a PlatformId, Vec<&'a PlatformUser>> {
-        let mut users_by_customer: HashMap<&PlatformId, Vec<&PlatformUser>> = HashMap::new();
+    fn users_of_leaving_customers(&self) -> FastMap<&'a PlatformId, Vec<&'a PlatformUser>> {
+        let mut users_by_customer: FastMap<&PlatformId, Vec<&PlatformUser>> = FastMap::default();
         if self.policy.delete_customers.is_some() {
-            let candidates: HashSet<&PlatformId> = self.customers.values().map(|c| &c.id).collect();
+            let candidates: FastSet<&PlatformId> = self.customers.values().map(|c| &c.id).collect();
             if !candidates.is_empty() {
                 let snapshot = self.snapshot;
                 for u in &snapshot.users {
