@@ -18,8 +18,15 @@ impl<'a> Planner<'a> {
     /// directory does not hold.
     pub(in crate::plan) fn users(&mut self) {
         let directory = self.directory;
-        for (x, desired) in &directory.users {
-            let matched = self.users.remove(x);
+        // Every match first, in one pass of lookups that do not wait on one
+        // another (the processor overlaps their reads of memory, a million
+        // of them at random when externalIds have no order), then each user.
+        let matches: Vec<Option<&PlatformUser>> = directory
+            .users
+            .keys()
+            .map(|x| self.users.remove(x))
+            .collect();
+        for ((x, desired), matched) in directory.users.iter().zip(matches) {
             if self.ambiguous_users.contains(x) {
                 continue;
             }
