@@ -366,14 +366,6 @@ fn index_of<T>(entries: &[T], key_of: impl Fn(&T) -> &str) -> HashIndex {
     index
 }
 
-/// `entries` (distinct keys) as a sorted map; `sorted` when they already are.
-fn into_map<V>(mut entries: Vec<(String, V)>, sorted: bool) -> BTreeMap<String, V> {
-    if !sorted {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    }
-    entries.into_iter().collect()
-}
-
 /// What a record says about a customer, word for word: its externalId, then
 /// its name, description and label values as the record has them, each
 /// length-prefixed (so no two lists of values read alike). Two records
@@ -415,9 +407,8 @@ fn signed_by(signature: &[u8], key: &str) -> bool {
 /// index and one signature, nothing else.
 #[derive(Default)]
 struct Customers {
-    entries: Vec<(String, DesiredCustomer)>,
-    /// Each customer's externalId once more, shared by its users.
-    shared_keys: Vec<Arc<str>>,
+    /// Each customer under its externalId, which its users share.
+    entries: Vec<(Arc<str>, DesiredCustomer)>,
     signatures: Vec<u8>,
     /// Where each customer's signature header starts in `signatures`.
     signature_at: Vec<usize>,
@@ -460,7 +451,7 @@ impl Customers {
 
     /// The externalId of the customer at `pos`, for its users to share.
     fn shared_key(&self, pos: usize) -> Arc<str> {
-        self.shared_keys[pos].clone()
+        self.entries[pos].0.clone()
     }
 
     /// Adds a customer [`find`](Customers::find) did not find; its position.
@@ -469,7 +460,7 @@ impl Customers {
         self.sorted = self
             .entries
             .last()
-            .is_none_or(|(last, _)| self.sorted && *last < customer.external_id);
+            .is_none_or(|(last, _)| self.sorted && **last < *customer.external_id);
         let at = self.signatures.len();
         self.signatures.extend_from_slice(&pos.to_le_bytes());
         self.signatures
@@ -477,14 +468,20 @@ impl Customers {
         self.signatures.extend_from_slice(&signature.0);
         self.index.insert(hash_of(&customer.external_id), pos);
         self.signature_at.push(at);
-        self.shared_keys
-            .push(Arc::from(customer.external_id.as_str()));
-        self.entries.push((customer.external_id.clone(), customer));
+        self.entries
+            .push((Arc::from(customer.external_id.as_str()), customer));
         pos
     }
 
-    fn into_map(self) -> BTreeMap<String, DesiredCustomer> {
-        into_map(self.entries, self.sorted)
+    /// The customers as the directory's sorted map (externalIds distinct).
+    fn into_map(mut self) -> BTreeMap<String, DesiredCustomer> {
+        if !self.sorted {
+            self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        self.entries
+            .into_iter()
+            .map(|(_, c)| (c.external_id.clone(), c))
+            .collect()
     }
 }
 
