@@ -3,10 +3,14 @@
 //! modified, not UTF-8, missing or doubled column, ragged row) come from
 //! here; everything about a record's meaning is the mapping's job.
 //!
-//! Rows are handed on one at a time ([`read_rows`]: a [`Row`] borrows the
-//! reader's buffer, so no row is held as owned values), straight into the
+//! Rows are handed on one at a time ([`read_rows`]), straight into the
 //! mapping's [`DirectoryBuilder`](super::mapping::DirectoryBuilder);
-//! [`read_records`] collects them as [`SourceRecord`]s instead.
+//! [`read_records`] collects them as [`SourceRecord`]s instead. The file is
+//! parsed on a thread of its own, a few hundred rows ahead of the sink: a
+//! [`Row`] borrows the [`RowBatch`] it came in, so no more than a few
+//! batches of rows are held as values, and the sink is told of each row a
+//! few rows before it comes ([`RowSink::ahead`]), to fetch what it will
+//! look up.
 //!
 //! A file cannot always say who is absent: when its last line has no line
 //! terminator, when it ends inside a quoted value, or when its size or
@@ -22,7 +26,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 use super::mapping::RecordView;
@@ -59,6 +63,10 @@ pub trait RowSink {
     fn expect(&mut self, _rows: usize) {}
 
     fn row(&mut self, kind: RowKind, row: &Row<'_>);
+
+    /// A row that will come a few rows from now, for a sink that wants to
+    /// prepare for it (fetch what it will look up into the cache).
+    fn ahead(&mut self, _kind: RowKind, _row: &Row<'_>) {}
 }
 
 /// Rows collected as records ([`read_records`]).
@@ -79,15 +87,14 @@ impl RowSink for Collect {
     }
 }
 
-/// One row as the mapping reads it, borrowed from the reader: the values
-/// of the columns asked for, by their position in that list (trimmed;
-/// empty cells are `None`).
+/// One row as the mapping reads it, borrowed from the batch it came in:
+/// the values of the columns asked for, by their position in that list
+/// (trimmed; empty cells are `None`).
 pub struct Row<'r> {
     origin: Origin,
-    fields: &'r csv::StringRecord,
-    /// Where each column asked for is in `fields`.
-    positions: &'r [usize],
-    problem: Option<&'r str>,
+    batch: &'r RowBatch,
+    /// Which of the batch's rows it is.
+    at: usize,
 }
 
 impl RecordView for Row<'_> {
@@ -96,15 +103,15 @@ impl RecordView for Row<'_> {
     }
 
     fn value(&self, n: usize) -> Option<&str> {
-        let index = *self.positions.get(n)?;
-        self.fields
-            .get(index)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        if n >= self.batch.width {
+            return None;
+        }
+        let (start, end) = *self.batch.spans.get(self.at * self.batch.width + n)?;
+        (end > start).then(|| &self.batch.text[start..end])
     }
 
     fn problem(&self) -> Option<&str> {
-        self.problem
+        self.batch.rows.get(self.at)?.problem.as_deref()
     }
 }
 
@@ -119,8 +126,142 @@ impl Row<'_> {
         SourceRecord {
             origin: self.origin.clone(),
             values,
-            problem: self.problem.map(str::to_owned),
+            problem: self.problem().map(str::to_owned),
         }
+    }
+}
+
+/// Rows a batch holds at most before it is handed on.
+const BATCH_ROWS: usize = 512;
+
+/// How many rows ahead a sink is told of a row ([`RowSink::ahead`]).
+const LOOK_AHEAD: usize = 8;
+
+/// Batches on their way from the reading thread to the sink's at most.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Rows read ahead: the file is parsed on a thread of its own while the
+/// sink takes the rows before (the two halves of a read take about as long
+/// each), and rows travel between the two in batches.
+pub struct RowBatch {
+    /// How many columns were asked for.
+    width: usize,
+    /// The values of the columns asked for, trimmed, one after another.
+    text: String,
+    /// Per row, per column asked for: where its value is in `text` (an
+    /// empty range when there is none).
+    spans: Vec<(usize, usize)>,
+    rows: Vec<BatchRow>,
+}
+
+/// What a batch knows of a row besides its values.
+struct BatchRow {
+    kind: RowKind,
+    line: u64,
+    problem: Option<Box<str>>,
+}
+
+impl RowBatch {
+    fn new(width: usize) -> RowBatch {
+        RowBatch {
+            width,
+            text: String::new(),
+            spans: Vec::with_capacity(BATCH_ROWS * width),
+            rows: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+        self.rows.clear();
+    }
+
+    /// Adds a row: the values of `fields` at `positions`, trimmed.
+    fn push(
+        &mut self,
+        kind: RowKind,
+        line: u64,
+        fields: &csv::StringRecord,
+        positions: &[usize],
+        problem: Option<&str>,
+    ) {
+        for &index in positions {
+            let value = fields.get(index).map_or("", str::trim);
+            let start = self.text.len();
+            self.text.push_str(value);
+            self.spans.push((start, self.text.len()));
+        }
+        self.rows.push(BatchRow {
+            kind,
+            line,
+            problem: problem.map(Box::from),
+        });
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= BATCH_ROWS
+    }
+
+    /// Each row to `sink`, in order.
+    fn hand_on(&self, file: &Arc<Path>, sink: &mut dyn RowSink) {
+        let view = |at: usize, line: u64| Row {
+            origin: Origin::Line {
+                file: file.clone(),
+                line,
+            },
+            batch: self,
+            at,
+        };
+        for (at, row) in self.rows.iter().enumerate() {
+            if let Some(later) = self.rows.get(at + LOOK_AHEAD) {
+                sink.ahead(later.kind, &view(at + LOOK_AHEAD, later.line));
+            }
+            sink.row(row.kind, &view(at, row.line));
+        }
+    }
+}
+
+/// The reading thread's end: rows go into a batch, and full batches to the
+/// sink's thread (which sends the emptied ones back for reuse).
+struct Batches {
+    batch: RowBatch,
+    full: mpsc::SyncSender<RowBatch>,
+    emptied: mpsc::Receiver<RowBatch>,
+    /// Set once the sink's thread stopped taking batches (it panicked):
+    /// nothing more is read.
+    gone: bool,
+}
+
+impl Batches {
+    fn push(
+        &mut self,
+        kind: RowKind,
+        line: u64,
+        fields: &csv::StringRecord,
+        positions: &[usize],
+        problem: Option<&str>,
+    ) {
+        self.batch.push(kind, line, fields, positions, problem);
+        if self.batch.is_full() {
+            self.send();
+        }
+    }
+
+    /// Hands on the rows batched so far, if any.
+    fn send(&mut self) {
+        if self.batch.rows.is_empty() || self.gone {
+            return;
+        }
+        let next = match self.emptied.try_recv() {
+            Ok(mut reused) => {
+                reused.clear();
+                reused
+            }
+            Err(_) => RowBatch::new(self.batch.width),
+        };
+        let full = std::mem::replace(&mut self.batch, next);
+        self.gone = self.full.send(full).is_err();
     }
 }
 
@@ -222,10 +363,8 @@ impl CsvFile<'_> {
             });
         }
         let text = decode(self.path, &bytes)?;
-        let mut rows = RowReader::new(self, file, text)?;
-        sink.expect(text.bytes().filter(|b| *b == b'\n').count());
-        rows.read_all(sink)?;
-        let (cut_short, counts) = rows.finish(sink);
+        let rows = RowReader::new(self, file.clone(), text)?;
+        let (cut_short, counts) = read_alongside(rows, &file, sink)?;
         withheld.extend(cut_short);
         if !self.absent_when.is_empty() {
             tracing::info!(
@@ -237,6 +376,43 @@ impl CsvFile<'_> {
         }
         Ok(withheld)
     }
+}
+
+/// Parses the rows on a thread of its own and hands them to `sink` on this
+/// one, in file order. An error of the file's (a malformed or ragged row)
+/// is the read's, whatever the sink made of the rows before it.
+fn read_alongside(
+    mut rows: RowReader<'_>,
+    file: &Arc<Path>,
+    sink: &mut dyn RowSink,
+) -> Result<(Option<Withheld>, Counts), SourceError> {
+    let width = rows.positions.len();
+    let text = rows.text;
+    std::thread::scope(|scope| {
+        let (full, batches) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let (give_back, emptied) = mpsc::channel();
+        let reader = scope.spawn(move || {
+            let mut out = Batches {
+                batch: RowBatch::new(width),
+                full,
+                emptied,
+                gone: false,
+            };
+            let read = rows.read_all(&mut out);
+            let end = read.map(|()| rows.finish(&mut out));
+            out.send();
+            end
+        });
+        sink.expect(text.bytes().filter(|b| *b == b'\n').count());
+        for batch in batches {
+            batch.hand_on(file, sink);
+            // The reader may be done already; then the batch is dropped.
+            let _ = give_back.send(batch);
+        }
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// What the last row read was, for a file that may be cut short.
@@ -356,7 +532,7 @@ impl<'t> RowReader<'t> {
 
     /// Every row to the end of the file: each data row once the next row
     /// is read, empty rows amid the data as refused records.
-    fn read_all(&mut self, sink: &mut dyn RowSink) -> Result<(), SourceError> {
+    fn read_all(&mut self, out: &mut Batches) -> Result<(), SourceError> {
         loop {
             // Where the reader stands is where the next record's position is
             // counted from (its own line numbers are not exact: see `Lines`).
@@ -367,8 +543,11 @@ impl<'t> RowReader<'t> {
                 Err(e) => return Err(csv_error(self.path, &mut self.lines, e)),
             }
             let (line, start) = self.lines.record_at(at);
+            if out.gone {
+                return Ok(());
+            }
             // The row before is not the last: handed on as it is.
-            self.hand_on_pending(sink, None);
+            self.hand_on_pending(out, None);
             if self.row.iter().all(|f| f.trim().is_empty()) {
                 self.empty_rows.push(line);
                 self.last = (line, start, LastRow::Empty);
@@ -383,7 +562,7 @@ impl<'t> RowReader<'t> {
                 });
             }
             // Empty rows followed by data are amid the data: refused records.
-            self.hand_on_empty_rows(sink);
+            self.hand_on_empty_rows(out);
             let absent = self
                 .absent
                 .iter()
@@ -401,15 +580,15 @@ impl<'t> RowReader<'t> {
         }
     }
 
-    fn hand_on_empty_rows(&mut self, sink: &mut dyn RowSink) {
+    fn hand_on_empty_rows(&mut self, out: &mut Batches) {
         for line in std::mem::take(&mut self.empty_rows) {
-            let row = Row {
-                origin: self.origin(line),
-                fields: &self.no_fields,
-                positions: &self.positions,
-                problem: Some(EMPTY_ROW_PROBLEM),
-            };
-            sink.row(RowKind::Record, &row);
+            out.push(
+                RowKind::Record,
+                line,
+                &self.no_fields,
+                &self.positions,
+                Some(EMPTY_ROW_PROBLEM),
+            );
             self.counts.records += 1;
         }
     }
@@ -417,7 +596,7 @@ impl<'t> RowReader<'t> {
     /// Hands on the pending data row, if any; with a `problem` (it may be
     /// cut short) it is a record to refuse even when it reads absent (the
     /// cell that made it absent may be cut too).
-    fn hand_on_pending(&mut self, sink: &mut dyn RowSink, problem: Option<&str>) {
+    fn hand_on_pending(&mut self, out: &mut Batches, problem: Option<&str>) {
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -428,27 +607,27 @@ impl<'t> RowReader<'t> {
             self.counts.records += 1;
             RowKind::Record
         };
-        let row = Row {
-            origin: self.origin(pending.line),
-            fields: &self.pending_fields,
-            positions: &self.positions,
+        out.push(
+            kind,
+            pending.line,
+            &self.pending_fields,
+            &self.positions,
             problem,
-        };
-        sink.row(kind, &row);
+        );
     }
 
     /// At the end: the last data row, refused when the file may be cut
     /// short (and then why deletes are withheld), and how many rows went
     /// each way. Empty rows left trail the data: not records at all.
-    fn finish(mut self, sink: &mut dyn RowSink) -> (Option<Withheld>, Counts) {
+    fn finish(mut self, out: &mut Batches) -> (Option<Withheld>, Counts) {
         let (line, start, last) = self.last;
         let Some(what) = self.cut_short(start) else {
-            self.hand_on_pending(sink, None);
+            self.hand_on_pending(out, None);
             return (None, self.counts);
         };
         if let LastRow::Data = last {
             let problem = format!("the row may be cut short: {what}");
-            self.hand_on_pending(sink, Some(&problem));
+            self.hand_on_pending(out, Some(&problem));
         }
         let withheld = Withheld {
             origin: self.origin(line),
@@ -1421,6 +1600,95 @@ mod tests {
                 }
                 text.into_bytes()
             })
+    }
+
+    /// A file of several batches: rows, empty rows and rows marked absent
+    /// on both sides of the batch boundaries, a quoted value across lines,
+    /// and a last row cut short.
+    fn several_batches() -> String {
+        let mut text = String::from("id,email,status\n");
+        for n in 0..BATCH_ROWS * 3 + 7 {
+            match n % 97 {
+                0 => text.push_str(",,\n"),
+                1 => text.push_str(&format!("u{n},\"a\nb{n}@example.com\",active\n")),
+                2 => text.push_str(&format!("u{n},u{n}@example.com,inactive\n")),
+                _ => text.push_str(&format!("u{n}, u{n}@example.com ,active\n")),
+            }
+        }
+        text.push_str("last,cut@example.com,act");
+        text
+    }
+
+    #[test]
+    fn rows_across_batches_are_the_rows_read_before() {
+        let f = write(several_batches().as_bytes());
+        let rules = [AbsentRule::one_of("status", &["inactive"])];
+        let columns = ["id", "email"];
+        let now = outcome(read_records(f.path(), b',', &columns, None, &rules));
+        let then = outcome(before::read_records_observed(
+            f.path(),
+            b',',
+            &columns,
+            None,
+            &rules,
+            &mut || {},
+        ));
+        let (records, withheld, disabled) = now.clone().unwrap();
+        assert!(records.len() > BATCH_ROWS * 2, "{} records", records.len());
+        assert!(!disabled.is_empty() && !withheld.is_empty());
+        assert_eq!(now, then);
+    }
+
+    /// A sink that notes what it was told, in order.
+    #[derive(Default)]
+    struct Told {
+        ahead: Vec<u64>,
+        rows: Vec<u64>,
+        /// Rows told ahead that had not come when they were told.
+        early: usize,
+    }
+
+    fn line_of(row: &Row<'_>) -> u64 {
+        match row.origin() {
+            Origin::Line { line, .. } => *line,
+            other => panic!("not a line: {other:?}"),
+        }
+    }
+
+    impl RowSink for Told {
+        fn row(&mut self, _: RowKind, row: &Row<'_>) {
+            self.rows.push(line_of(row));
+        }
+
+        fn ahead(&mut self, _: RowKind, row: &Row<'_>) {
+            let line = line_of(row);
+            if self.rows.last().is_none_or(|last| *last < line) {
+                self.early += 1;
+            }
+            self.ahead.push(line);
+        }
+    }
+
+    #[test]
+    fn a_sink_is_told_of_rows_ahead_before_they_come_and_of_nearly_all() {
+        let f = write(several_batches().as_bytes());
+        let mut told = Told::default();
+        read_rows(f.path(), b',', &["id", "email"], None, &[], &mut told).unwrap();
+        assert_eq!(
+            told.early,
+            told.ahead.len(),
+            "every row told ahead came later"
+        );
+        let rows: std::collections::BTreeSet<u64> = told.rows.iter().copied().collect();
+        assert!(told.ahead.iter().all(|line| rows.contains(line)));
+        // All but the first few of each batch are told ahead.
+        let batches = told.rows.len().div_ceil(BATCH_ROWS);
+        assert!(
+            told.ahead.len() >= told.rows.len() - batches * LOOK_AHEAD,
+            "{} of {} rows told ahead",
+            told.ahead.len(),
+            told.rows.len()
+        );
     }
 
     /// What a read gave, comparable: records, withheld deletes, disabled rows; or the error.

@@ -244,6 +244,26 @@ mod index {
             }
         }
 
+        /// Asks the CPU to bring the slot `hash` points at into its cache,
+        /// for a [`find`](HashIndex::find) soon after: a million keys'
+        /// index is far larger than the cache, and a lookup otherwise waits
+        /// on memory.
+        pub fn prefetch(&self, hash: u64) {
+            let Some(mask) = self.slots.len().checked_sub(1) else {
+                return;
+            };
+            let slot: *const Slot = &self.slots[tag(hash) as usize & mask];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint; it reads nothing and cannot
+            // fault (the address is a slot of this index, at that).
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(slot.cast());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = slot;
+        }
+
         /// Adds `pos` (below `MAX_RECORDS`) under `hash` (its key is not
         /// in the index yet).
         pub fn insert(&mut self, hash: u64, pos: usize) {
@@ -619,6 +639,18 @@ impl<'a> DirectoryBuilder<'a> {
     pub fn expect_users(&mut self, records: usize) {
         self.state.users.reserve(records);
         self.state.emails.reserve(records);
+    }
+
+    /// A user record that comes soon: what its lookups will read is
+    /// fetched into the cache now, while the records before it are taken.
+    pub fn look_ahead_user(&self, record: &impl RecordView) {
+        let u = &self.rules.user;
+        if let Some(email) = record.value(u.email.slot) {
+            self.state.emails.prefetch(hash_of(&email_key(email)));
+        }
+        if let Some(customer) = record.value(u.customer.slot) {
+            self.state.customers.index.prefetch(hash_of(customer));
+        }
     }
 
     /// A customer record (customers with records of their own).

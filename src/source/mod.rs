@@ -173,6 +173,12 @@ impl csv::RowSink for UserRows<'_, '_> {
         self.0.expect_users(rows);
     }
 
+    fn ahead(&mut self, kind: csv::RowKind, row: &csv::Row<'_>) {
+        if kind == csv::RowKind::Record {
+            self.0.look_ahead_user(row);
+        }
+    }
+
     fn row(&mut self, kind: csv::RowKind, row: &csv::Row<'_>) {
         match kind {
             csv::RowKind::Record => self.0.add_user(row),
