@@ -438,7 +438,7 @@ impl ValueRule {
     /// the value (it may be a megabyte long, or hold what a terminal obeys).
     pub fn problem(&self, value: &str) -> Option<String> {
         // Printable ASCII within the limit (nearly every value): nothing to say.
-        if value.len() <= self.max_chars && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if value.len() <= self.max_chars && is_printable_ascii(value) {
             return None;
         }
         let mut chars = 0usize;
@@ -459,6 +459,16 @@ impl ValueRule {
             )
         })
     }
+}
+
+/// Whether every byte of `value` is printable ASCII (a space to `~`),
+/// looked at 16 bytes at a time, without stopping early inside a chunk (so
+/// the compiler checks a chunk in a few vector instructions).
+fn is_printable_ascii(value: &str) -> bool {
+    let printable = |ok: bool, b: &u8| ok & (0x20..0x7f).contains(b);
+    let mut chunks = value.as_bytes().chunks_exact(16);
+    chunks.all(|chunk| chunk.iter().fold(true, printable))
+        && chunks.remainder().iter().fold(true, printable)
 }
 
 fn describe_control(c: char) -> String {
@@ -505,18 +515,51 @@ pub fn is_valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
+    // A dot, and no empty label: no dot first, last, or twice in a row.
     !local.is_empty()
         && !domain.contains('@')
         && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
+        && !domain.split('.').any(str::is_empty)
         && !email.chars().any(char::is_whitespace)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_ascii_is_checked_in_whole_chunks_and_in_the_rest_alike() {
+        for len in 0..40 {
+            let plain = "a".repeat(len);
+            assert!(is_printable_ascii(&plain), "{len}");
+            for at in 0..len {
+                for bad in ['\u{1f}', '\u{7f}', 'é'] {
+                    let mut text = plain.clone();
+                    text.replace_range(at..=at, &bad.to_string());
+                    assert!(!is_printable_ascii(&text), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_email_needs_a_dotted_domain_without_empty_labels() {
+        for good in ["a@b.c", "a.b@c.d.e", "a+b@c-d.e"] {
+            assert!(is_valid_email(good), "{good}");
+        }
+        for bad in [
+            "a@b",
+            "a@.b.c",
+            "a@b.c.",
+            "a@b..c",
+            "@b.c",
+            "a@b@c.d",
+            "a b@c.d",
+            "a@b.c\u{a0}",
+        ] {
+            assert!(!is_valid_email(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn labels_are_lowercased_deduplicated_and_unordered() {

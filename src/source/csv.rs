@@ -403,7 +403,7 @@ fn read_alongside(
             out.send();
             end
         });
-        sink.expect(text.bytes().filter(|b| *b == b'\n').count());
+        sink.expect(memchr::memchr_iter(b'\n', text.as_bytes()).count());
         for batch in batches {
             batch.hand_on(file, sink);
             // The reader may be done already; then the batch is dropped.

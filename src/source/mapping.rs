@@ -319,6 +319,89 @@ fn hash_of(key: &str) -> u64 {
     HASHER.hash_one(key)
 }
 
+/// How a build finds users who share an email (the platform needs each
+/// email once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailCheck {
+    /// Each user's email is looked up as the user comes: the second user
+    /// with an email is refused, naming the first.
+    AsTheyCome,
+    /// Only each email's hash is noted, and the hashes are compared at the
+    /// end: a million lookups into an index larger than the cache are
+    /// saved. When two match, the build is no good (the second user should
+    /// have been refused, and the records after it read without it), and
+    /// the records are built again, checked as they come.
+    AtTheEnd,
+}
+
+/// The accepted users' emails (caseless), kept the way the build's
+/// [`EmailCheck`] needs them.
+enum Emails {
+    /// Positions in `users`, by email.
+    Index(HashIndex),
+    /// The hash of each accepted user's email.
+    Hashes(Vec<u64>),
+}
+
+impl Default for Emails {
+    fn default() -> Emails {
+        Emails::new(EmailCheck::AsTheyCome)
+    }
+}
+
+impl Emails {
+    fn new(check: EmailCheck) -> Emails {
+        match check {
+            EmailCheck::AsTheyCome => Emails::Index(HashIndex::default()),
+            EmailCheck::AtTheEnd => Emails::Hashes(Vec::new()),
+        }
+    }
+
+    fn reserve(&mut self, more: usize) {
+        match self {
+            Emails::Index(index) => index.reserve(more),
+            Emails::Hashes(hashes) => hashes.reserve_exact(more),
+        }
+    }
+
+    /// The user who has the email under `hash` (`is_owner` compares), when
+    /// emails are checked as they come.
+    fn owner(&self, hash: u64, is_owner: impl FnMut(usize) -> bool) -> Option<usize> {
+        match self {
+            Emails::Index(index) => index.find(hash, is_owner),
+            Emails::Hashes(_) => None,
+        }
+    }
+
+    /// The email under `hash` is now the accepted user's at `pos`.
+    fn add(&mut self, hash: u64, pos: usize) {
+        match self {
+            Emails::Index(index) => index.insert(hash, pos),
+            Emails::Hashes(hashes) => hashes.push(hash),
+        }
+    }
+
+    /// The email under `hash` went unchecked: a record that refuses the
+    /// source carries it (it counts as a repeat if another user has it).
+    fn note_unchecked(&mut self, hash: u64) {
+        if let Emails::Hashes(hashes) = self {
+            hashes.push(hash);
+        }
+    }
+
+    /// Whether two accepted users may share an email (checked at the end:
+    /// their emails' hashes match).
+    fn may_repeat(self) -> bool {
+        match self {
+            Emails::Index(_) => false,
+            Emails::Hashes(mut hashes) => {
+                hashes.sort_unstable();
+                hashes.windows(2).any(|w| w[0] == w[1])
+            }
+        }
+    }
+}
+
 /// Users in arrival order; the directory's sorted [`Users`] are made from
 /// them once, at the end, where they lie. While externalIds come in
 /// ascending order (as HR exports often are), one after the last is new
@@ -513,9 +596,13 @@ fn email_key(email: &str) -> Cow<'_, str> {
 
 /// `s.to_lowercase()`, borrowed when that is `s` itself (ASCII without capitals).
 fn lowercase(s: &str) -> Cow<'_, str> {
-    if !s.is_ascii() {
+    // One pass: whether any byte is a capital or not ASCII at all.
+    let (capitals, other) = s.bytes().fold((false, false), |(capitals, other), b| {
+        (capitals | b.is_ascii_uppercase(), other | !b.is_ascii())
+    });
+    if other {
         Cow::Owned(s.to_lowercase())
-    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+    } else if capitals {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
         Cow::Borrowed(s)
@@ -566,8 +653,8 @@ struct State {
     /// The signature of the record at hand (kept: its buffer is reused).
     signature: Signature,
     users: Arena,
-    /// Accepted users by email (caseless): positions in `users`.
-    emails: HashIndex,
+    /// Accepted users' emails (caseless).
+    emails: Emails,
     /// For a user a later record repeated (same data), that record's origin:
     /// a record that then takes its email is told of the later one.
     repeated: HashMap<usize, Origin>,
@@ -623,6 +710,12 @@ impl<'a> DirectoryBuilder<'a> {
         }
     }
 
+    /// Emails checked `check`'s way (as they come unless told).
+    pub fn checking_emails(mut self, check: EmailCheck) -> DirectoryBuilder<'a> {
+        self.state.emails = Emails::new(check);
+        self
+    }
+
     /// The keys user records are read by, in [`RecordView::value`]'s order.
     pub fn user_keys(&self) -> &[String] {
         &self.rules.user_keys
@@ -645,8 +738,10 @@ impl<'a> DirectoryBuilder<'a> {
     /// fetched into the cache now, while the records before it are taken.
     pub fn look_ahead_user(&self, record: &impl RecordView) {
         let u = &self.rules.user;
-        if let Some(email) = record.value(u.email.slot) {
-            self.state.emails.prefetch(hash_of(&email_key(email)));
+        if let (Emails::Index(index), Some(email)) =
+            (&self.state.emails, record.value(u.email.slot))
+        {
+            index.prefetch(hash_of(&email_key(email)));
         }
         if let Some(customer) = record.value(u.customer.slot) {
             self.state.customers.index.prefetch(hash_of(customer));
@@ -680,8 +775,9 @@ impl<'a> DirectoryBuilder<'a> {
     /// Refused records are kept in `Directory::refused` (their keys in
     /// `Directory::unknown`) while they stay within the policy's cap; past
     /// it the whole source is refused. The cap counts records, each once
-    /// however many problems it has.
-    pub fn finish(self) -> Result<Directory, SourceError> {
+    /// however many problems it has. With emails checked at the end, two
+    /// users that may share one send the build back ([`Built::Again`]).
+    pub fn finish(self) -> Result<Built, SourceError> {
         let State {
             customers,
             users,
@@ -693,10 +789,15 @@ impl<'a> DirectoryBuilder<'a> {
             failed,
             ..
         } = self.state;
+        drop(repeated);
+        // Before anything else: with two users on one email, what came
+        // after the second was read as if it had been accepted.
+        if emails.may_repeat() {
+            return Ok(Built::Again);
+        }
         if let Some(e) = failed {
             return Err(e);
         }
-        drop((emails, repeated));
         check_cap(&directory, records, self.rules.policy)?;
         directory.customers = customers.into_map();
         directory.users = users.into_users();
@@ -704,7 +805,7 @@ impl<'a> DirectoryBuilder<'a> {
             .into_iter()
             .filter(|x| !directory.users.contains_key(x))
             .collect();
-        Ok(directory)
+        Ok(Built::Directory(directory))
     }
 
     /// Takes one record, unless the source is already refused.
@@ -725,6 +826,15 @@ impl<'a> DirectoryBuilder<'a> {
             self.state.failed = Some(e);
         }
     }
+}
+
+/// What a build gave.
+#[derive(Debug)]
+pub enum Built {
+    Directory(Directory),
+    /// Emails were checked at the end ([`EmailCheck::AtTheEnd`]) and two
+    /// users may share one: build again, checking them as they come.
+    Again,
 }
 
 /// Past the policy's cap of refused records, the whole source is refused.
@@ -1095,7 +1205,7 @@ impl<'a> Mapper<'_, 'a> {
         let email = email_key(values.email);
         let email_hash = hash_of(&email);
         let users = &self.state.users;
-        let owner = self.state.emails.find(email_hash, |pos| {
+        let owner = self.state.emails.owner(email_hash, |pos| {
             email_key(users.value(pos).email()) == email
         });
         if let Some(pos) = owner {
@@ -1117,7 +1227,7 @@ impl<'a> Mapper<'_, 'a> {
             let user = values.to_user(&self.state.customers, record.origin());
             let pos = self.state.users.push(user);
             if owner.is_none() {
-                self.state.emails.insert(email_hash, pos);
+                self.state.emails.add(email_hash, pos);
             }
             return Ok(());
         };
@@ -1126,6 +1236,9 @@ impl<'a> Mapper<'_, 'a> {
             self.state.repeated.insert(pos, record.origin().clone());
             Ok(())
         } else {
+            // Checked as they come, this record's email might have been
+            // another user's, refusing it before its externalId was looked at.
+            self.state.emails.note_unchecked(email_hash);
             Err(SourceError::Conflict {
                 what: "user",
                 external_id: values.external_id.to_owned(),
@@ -1325,7 +1438,31 @@ pub fn build_directory(
     policy: &Policy,
     kind: KeyKind,
 ) -> Result<Directory, SourceError> {
-    let mut b = DirectoryBuilder::new(mapping, policy, kind, customer_records.is_none());
+    build_in_one_or_two_passes(|check| {
+        build_checking(
+            customer_records,
+            user_records,
+            disabled_user_records,
+            mapping,
+            policy,
+            kind,
+            check,
+        )
+    })
+}
+
+/// [`build_directory`], one pass, emails checked `check`'s way.
+fn build_checking(
+    customer_records: Option<&[SourceRecord]>,
+    user_records: &[SourceRecord],
+    disabled_user_records: &[SourceRecord],
+    mapping: &Mapping,
+    policy: &Policy,
+    kind: KeyKind,
+    check: EmailCheck,
+) -> Result<Built, SourceError> {
+    let mut b = DirectoryBuilder::new(mapping, policy, kind, customer_records.is_none())
+        .checking_emails(check);
     if let Some(records) = customer_records {
         let keys = b.customer_keys().to_vec();
         for record in records {
@@ -1349,6 +1486,26 @@ pub fn build_directory(
         });
     }
     b.finish()
+}
+
+/// Builds with emails checked at the end (`pass`), and when two users may
+/// share one, builds again checking them as they come: the quick pass
+/// gives the same directory whenever no email repeats, and the second is
+/// the one that says who is refused for it.
+pub fn build_in_one_or_two_passes(
+    mut pass: impl FnMut(EmailCheck) -> Result<Built, SourceError>,
+) -> Result<Directory, SourceError> {
+    if let Built::Directory(directory) = pass(EmailCheck::AtTheEnd)? {
+        return Ok(directory);
+    }
+    tracing::info!("Two users in the source may share an email: reading it again, checking each email as it comes.");
+    match pass(EmailCheck::AsTheyCome)? {
+        Built::Directory(directory) => Ok(directory),
+        // Emails checked as they come never send a build back.
+        Built::Again => Err(SourceError::Task(
+            "a build checking emails as they came was sent back".to_owned(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -1436,6 +1593,78 @@ mod tests {
                 "one for the role"
             );
         }
+    }
+
+    /// The passes [`build_directory`] makes of `records`, with what it gave.
+    fn passes(
+        c: &Config,
+        records: &[SourceRecord],
+    ) -> (Vec<EmailCheck>, Result<Directory, SourceError>) {
+        let mut made = Vec::new();
+        let built = build_in_one_or_two_passes(|check| {
+            made.push(check);
+            build_checking(
+                None,
+                records,
+                &[],
+                &c.mapping,
+                &c.policy,
+                KeyKind("column"),
+                check,
+            )
+        });
+        (made, built)
+    }
+
+    fn with_email(mut record: SourceRecord, email: &str) -> SourceRecord {
+        record.values.insert(Arc::from("email"), email.to_owned());
+        record
+    }
+
+    #[test]
+    fn emails_that_never_repeat_are_checked_once_at_the_end_in_one_pass() {
+        let c = config(ROLES);
+        let records: Vec<SourceRecord> = (0..200).map(|n| user(n + 2, &format!("u{n}"))).collect();
+        let (made, built) = passes(&c, &records);
+        assert_eq!(made, [EmailCheck::AtTheEnd]);
+        assert_eq!(built.unwrap().users.len(), 200);
+    }
+
+    #[test]
+    fn a_repeated_email_sends_the_build_back_and_the_second_pass_refuses_the_later_user() {
+        let c = config(ROLES);
+        let records = [
+            user(2, "u1"),
+            with_email(user(3, "u2"), "U1@Acme.Example"),
+            user(4, "u3"),
+        ];
+        let (made, built) = passes(&c, &records);
+        assert_eq!(made, [EmailCheck::AtTheEnd, EmailCheck::AsTheyCome]);
+        let d = built.unwrap();
+        assert_eq!(d.users.keys().collect::<Vec<_>>(), ["u1", "u3"]);
+        assert_eq!(refusals(&d).len(), 1);
+        assert!(
+            refusals(&d)[0].contains("also used by externalId \"u1\""),
+            "{:?}",
+            refusals(&d)
+        );
+    }
+
+    #[test]
+    fn a_conflict_from_a_record_that_should_have_been_refused_for_its_email_is_not_the_answer() {
+        let c = config(ROLES);
+        // Line 4 repeats u2 with other data, but its email is u1's: checked
+        // as they come it is refused for the email, and nothing conflicts.
+        let records = [
+            user(2, "u1"),
+            user(3, "u2"),
+            with_email(user(4, "u2"), "u1@acme.example"),
+        ];
+        let (made, built) = passes(&c, &records);
+        assert_eq!(made, [EmailCheck::AtTheEnd, EmailCheck::AsTheyCome]);
+        let d = built.unwrap();
+        assert_eq!(d.users.len(), 2);
+        assert_eq!(refusals(&d).len(), 1, "{:?}", refusals(&d));
     }
 
     #[test]

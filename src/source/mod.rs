@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, CsvSettings, Mapping, Policy, SourceSettings};
 use crate::directory::{Directory, Origin, RefusedRecord, SourceRecord};
-use mapping::{build_directory, DirectoryBuilder, KeyKind};
+use mapping::{build_directory, Built, DirectoryBuilder, EmailCheck, KeyKind};
 
 /// Why a source could not be read. Each names the file and, where there is
 /// one, the line or record.
@@ -197,12 +197,23 @@ fn read_csv(
     mapping: &Mapping,
     policy: &Policy,
 ) -> Result<Directory, SourceError> {
+    mapping::build_in_one_or_two_passes(|check| read_csv_checking(csv, mapping, policy, check))
+}
+
+/// [`read_csv`], one pass, emails checked `check`'s way.
+fn read_csv_checking(
+    csv: &CsvSettings,
+    mapping: &Mapping,
+    policy: &Policy,
+    check: EmailCheck,
+) -> Result<Built, SourceError> {
     let mut builder = DirectoryBuilder::new(
         mapping,
         policy,
         KeyKind("column"),
         csv.customers_file.is_none(),
-    );
+    )
+    .checking_emails(check);
     let mut withheld = Vec::new();
     if let Some(path) = &csv.customers_file {
         let keys = builder.customer_keys().to_vec();
@@ -226,13 +237,15 @@ fn read_csv(
         &csv.absent_when,
         &mut UserRows(&mut builder),
     )?);
-    let mut directory = builder.finish()?;
+    let Built::Directory(mut directory) = builder.finish()? else {
+        return Ok(Built::Again);
+    };
     // What is wrong with a whole file comes before what is wrong with a record.
     let by_record = std::mem::take(&mut directory.deletes_withheld);
     for w in withheld.iter().chain(&by_record) {
         directory.withhold_deletes(&w.origin, w.cause.clone());
     }
-    Ok(directory)
+    Ok(Built::Directory(directory))
 }
 
 #[cfg(test)]
