@@ -482,6 +482,25 @@ impl Signature {
         self.0.clear();
     }
 
+    /// A record's raw customer values: its externalId, name and
+    /// description (as the checks read them), and each label value.
+    fn sign(
+        &mut self,
+        record: &impl RecordView,
+        fields: &CustomerFields<'_>,
+        external_id: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) {
+        self.clear();
+        self.part(Some(external_id));
+        self.part(name);
+        self.part(description);
+        for f in &fields.labels {
+            self.part(record.value(f.slot));
+        }
+    }
+
     fn part(&mut self, part: Option<&str>) {
         match part {
             None => self.0.push(0),
@@ -916,11 +935,7 @@ fn label_pieces<'v>(
     fields: &'v [Field<'v>],
     record: &'v impl RecordView,
 ) -> impl Iterator<Item = LabelPiece<'v>> + Clone + 'v {
-    // `splitn(1, _)` is the whole value: no separator, no split.
-    let (separator, pieces) = match c.label_separator.as_deref() {
-        Some(sep) => (sep, usize::MAX),
-        None => (",", 1),
-    };
+    let separator = c.label_separator.as_deref();
     let statics = c.static_labels.iter().map(|l| LabelPiece {
         field: None,
         text: l,
@@ -929,10 +944,16 @@ fn label_pieces<'v>(
         .iter()
         .filter_map(move |f| record.value(f.slot).map(|v| (*f, v)))
         .flat_map(move |(f, v)| {
-            v.splitn(pieces, separator).map(move |text| LabelPiece {
-                field: Some(f),
-                text,
-            })
+            // Without a separator the value is one label, not split.
+            let whole = separator.is_none().then_some(v);
+            let split = separator.map(|sep| v.split(sep));
+            whole
+                .into_iter()
+                .chain(split.into_iter().flatten())
+                .map(move |text| LabelPiece {
+                    field: Some(f),
+                    text,
+                })
         });
     statics.chain(from_keys)
 }
@@ -1084,6 +1105,31 @@ impl<'a> Mapper<'_, 'a> {
         Ok(CustomerValues { name, description })
     }
 
+    /// The customer whose first record had exactly this record's raw
+    /// values, if there is one: its position. Nothing is checked again
+    /// (the same values were checked then, and passed).
+    fn known_customer(
+        &mut self,
+        record: &impl RecordView,
+        fields: &CustomerFields<'_>,
+        external_id: &str,
+    ) -> Option<usize> {
+        // As `customer_values` reads them: a description field always
+        // gives a value, empty when the record has none.
+        let description = fields.description.map(|f| {
+            record
+                .value(f.slot)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_default()
+        });
+        let name = record.value(fields.name.slot);
+        let signature = &mut self.state.signature;
+        signature.sign(record, fields, external_id, name, description);
+        let (pos, first) = self.state.customers.find(external_id)?;
+        (*first == *signature.0).then_some(pos)
+    }
+
     /// A customer from a record: built from its first record; a later
     /// record with other data refuses the whole source. The customer's
     /// position in `State::customers`.
@@ -1097,14 +1143,13 @@ impl<'a> Mapper<'_, 'a> {
         let rules = self.rules;
         let c = &rules.mapping.customer;
         let pieces = label_pieces(c, &fields.labels, record);
-        let signature = &mut self.state.signature;
-        signature.clear();
-        signature.part(Some(external_id));
-        signature.part(Some(values.name));
-        signature.part(values.description);
-        for f in &fields.labels {
-            signature.part(record.value(f.slot));
-        }
+        self.state.signature.sign(
+            record,
+            fields,
+            external_id,
+            Some(values.name),
+            values.description,
+        );
         let customers = &mut self.state.customers;
         let Some((pos, first_signature)) = customers.find(external_id) else {
             let customer = DesiredCustomer {
@@ -1349,6 +1394,9 @@ impl<'a> Mapper<'_, 'a> {
         let rules = self.rules;
         let u = &rules.user;
         if let Some(fields) = &u.customer_fields {
+            if let Some(pos) = self.known_customer(record, fields, customer) {
+                return Ok(pos);
+            }
             let values = self.customer_values(record, fields)?;
             return Ok(self.add_customer(record, fields, customer, values)?);
         }
@@ -1665,6 +1713,48 @@ mod tests {
         let d = built.unwrap();
         assert_eq!(d.users.len(), 2);
         assert_eq!(refusals(&d).len(), 1, "{:?}", refusals(&d));
+    }
+
+    #[test]
+    fn a_customers_later_row_without_its_description_conflicts_though_rows_alike_pass_unchecked() {
+        let text = MINIMAL.replace(
+            "    name: customer_name\n",
+            "    name: customer_name\n    description: customer_notes\n    labels: [tier]\n",
+        );
+        let c = parse(&text).unwrap();
+        let row = |line: u64, id: &str, notes: &str, tier: &str| {
+            record(
+                line,
+                &[
+                    ("id", id),
+                    ("customer_id", "acme"),
+                    ("customer_name", "Acme"),
+                    ("customer_notes", notes),
+                    ("tier", tier),
+                    ("email", &format!("{id}@acme.example")),
+                ],
+            )
+        };
+        let alike = [
+            row(2, "u1", "", "Gold"),
+            row(3, "u2", " ", "Gold"),
+            row(4, "u3", "", "Gold"),
+        ];
+        let d = build(&c, &alike).unwrap();
+        assert_eq!((d.users.len(), d.customers.len()), (3, 1));
+        for later in [row(3, "u2", "notes", "Gold"), row(3, "u2", "", "Silver")] {
+            let err = build(&c, &[row(2, "u1", "", "Gold"), later]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SourceError::Conflict {
+                        what: "customer",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
     }
 
     #[test]
