@@ -24,12 +24,12 @@
 //! records at the end of the file; amid the data, such a row is a refused
 //! record that names no externalId (the mapping withholds deletes for it).
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 use super::mapping::RecordView;
+use super::whole_file::{self, WholeFile};
 use super::SourceError;
 use crate::config::AbsentRule;
 use crate::directory::{Origin, SourceRecord, Withheld};
@@ -91,7 +91,7 @@ impl RowSink for Collect {
 /// the values of the columns asked for, by their position in that list
 /// (trimmed; empty cells are `None`).
 pub struct Row<'r> {
-    origin: Origin,
+    origin: &'r Origin,
     batch: &'r RowBatch,
     /// Which of the batch's rows it is.
     at: usize,
@@ -99,7 +99,7 @@ pub struct Row<'r> {
 
 impl RecordView for Row<'_> {
     fn origin(&self) -> &Origin {
-        &self.origin
+        self.origin
     }
 
     fn value(&self, n: usize) -> Option<&str> {
@@ -132,7 +132,7 @@ impl Row<'_> {
 }
 
 /// Rows a batch holds at most before it is handed on.
-const BATCH_ROWS: usize = 512;
+const BATCH_ROWS: usize = 4096;
 
 /// How many rows ahead a sink is told of a row ([`RowSink::ahead`]).
 const LOOK_AHEAD: usize = 8;
@@ -217,20 +217,40 @@ impl RowBatch {
 
     /// Each row to `sink`, in order.
     fn hand_on(&self, file: &Arc<Path>, sink: &mut dyn RowSink) {
-        let view = |at: usize, line: u64| Row {
-            origin: Origin::Line {
-                file: file.clone(),
-                line,
-            },
-            batch: self,
-            at,
+        // One origin for the rows and one for the rows told ahead, their
+        // line set row by row: counting each row on the file's `Arc` (a
+        // locked instruction) would wait for every store before it, and
+        // those are the last row's, into memory just allocated.
+        let mut here = Origin::Line {
+            file: file.clone(),
+            line: 0,
         };
+        let mut ahead = here.clone();
         for (at, row) in self.rows.iter().enumerate() {
             if let Some(later) = self.rows.get(at + LOOK_AHEAD) {
-                sink.ahead(later.kind, &view(at + LOOK_AHEAD, later.line));
+                set_line(&mut ahead, later.line);
+                let view = Row {
+                    origin: &ahead,
+                    batch: self,
+                    at: at + LOOK_AHEAD,
+                };
+                sink.ahead(later.kind, &view);
             }
-            sink.row(row.kind, &view(at, row.line));
+            set_line(&mut here, row.line);
+            let view = Row {
+                origin: &here,
+                batch: self,
+                at,
+            };
+            sink.row(row.kind, &view);
         }
+    }
+}
+
+/// Moves a line's origin to `line` of the same file.
+fn set_line(origin: &mut Origin, to: u64) {
+    if let Origin::Line { line, .. } = origin {
+        *line = to;
     }
 }
 
@@ -767,7 +787,7 @@ fn read_stable(
     path: &Path,
     min_age: Option<Duration>,
     between: &mut dyn FnMut(),
-) -> Result<(Vec<u8>, Option<String>), SourceError> {
+) -> Result<(WholeFile, Option<String>), SourceError> {
     let read_error = |source| SourceError::Read {
         path: path.to_path_buf(),
         source,
@@ -789,8 +809,7 @@ fn read_stable(
         }
     }
     between();
-    let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0) + 1);
-    f.read_to_end(&mut bytes).map_err(read_error)?;
+    let bytes = whole_file::read_to_end(&mut f, before.len()).map_err(read_error)?;
     let after = f.metadata().map_err(read_error)?;
     let mut changes = Vec::new();
     let read = bytes.len() as u64;

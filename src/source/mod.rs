@@ -10,6 +10,7 @@ pub mod csv;
 pub mod http;
 pub mod ldap;
 pub mod mapping;
+pub mod whole_file;
 
 use std::path::PathBuf;
 
