@@ -67,11 +67,12 @@ cargo bench --locked --bench plan -- small
 bash tests/package.sh
 
 # The build's footprint on disk. A clean run's target/ was 7.0 GB with full
-# debug info and incremental state, and a CI machine ran out of disk; it is
-# now held to a budget, so that growth shows here first.
+# debug info and incremental state, and a CI machine ran out of disk; with
+# line tables only and no incremental state it is 2,962 MiB (debug 1.8 GB,
+# release 1.2 GB), held to a budget so that growth shows here first.
 if [ -n "${CI:-}" ]; then
   used_mib=$(du -sm target | cut -f1)
-  budget_mib=3072
+  budget_mib=4096
   echo "target/ after the run: ${used_mib} MiB (budget ${budget_mib} MiB)"
   if [ "$used_mib" -gt "$budget_mib" ]; then
     echo "tests/run.sh: target/ is ${used_mib} MiB, over the ${budget_mib} MiB budget" >&2

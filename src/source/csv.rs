@@ -247,7 +247,7 @@ impl RowBatch {
     }
 }
 
-/// Moves a line's origin to `line` of the same file.
+/// Moves a line's origin to line `to` of the same file.
 fn set_line(origin: &mut Origin, to: u64) {
     if let Origin::Line { line, .. } = origin {
         *line = to;

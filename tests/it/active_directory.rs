@@ -3,10 +3,11 @@
 //! the real dirsync binary inside the DC's network namespace, with the
 //! in-process emulator as the platform.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::plan_json::{creates, refused};
 use crate::samba::*;
 
 /// Where a test's config points and how it finds customers.
@@ -111,58 +112,6 @@ policy:
         );
         run.json()
     }
-}
-
-/// The plan's creates: customers by externalId, users by email.
-struct Creates {
-    customers: BTreeMap<String, Value>,
-    users: BTreeMap<String, Value>,
-}
-
-fn creates(json: &Value) -> Creates {
-    let mut c = Creates {
-        customers: BTreeMap::new(),
-        users: BTreeMap::new(),
-    };
-    let ops = json["plan"]["operations"].as_array().expect("operations");
-    for op in ops {
-        match op["action"].as_str() {
-            Some("createCustomer") => {
-                let id = op["externalId"].as_str().expect("externalId").to_owned();
-                assert!(c.customers.insert(id, op.clone()).is_none(), "{op}");
-            }
-            Some("createUser") => {
-                let email = op["email"].as_str().expect("email").to_owned();
-                assert!(c.users.insert(email, op.clone()).is_none(), "{op}");
-            }
-            _ => panic!("only creates against an empty platform: {op}"),
-        }
-    }
-    c
-}
-
-impl Creates {
-    /// Customer name -> its users' emails.
-    fn placement(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (email, u) in &self.users {
-            let customer = &self.customers[u["customerExternalId"].as_str().expect("customer")];
-            out.entry(customer["name"].as_str().expect("name").to_owned())
-                .or_default()
-                .insert(email.clone());
-        }
-        out
-    }
-}
-
-/// The refused records' messages.
-fn refused(json: &Value) -> Vec<String> {
-    json["plan"]["refused"]
-        .as_array()
-        .expect("refused")
-        .iter()
-        .map(Value::to_string)
-        .collect()
 }
 
 /// An objectGUID as the canonical UUID text, lowercase with hyphens.

@@ -6,10 +6,9 @@
 //! pinned by its SHA-256, the Global Catalog, ranged retrieval of a group
 //! of more than 1,500 members, and users in no customer left out.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::Value;
 
+use crate::plan_json::{creates, refused};
 use crate::samba::*;
 
 /// A config for the shared DC.
@@ -127,55 +126,6 @@ fn pin(dc: &SambaDc) -> String {
         "    tls: {{ pin_sha256: \"{}\" }}\n",
         dc.cert_sha256_colons()
     )
-}
-
-struct Creates {
-    customers: BTreeMap<String, Value>,
-    users: BTreeMap<String, Value>,
-}
-
-fn creates(json: &Value) -> Creates {
-    let mut c = Creates {
-        customers: BTreeMap::new(),
-        users: BTreeMap::new(),
-    };
-    for op in json["plan"]["operations"].as_array().expect("operations") {
-        match op["action"].as_str() {
-            Some("createCustomer") => {
-                let id = op["externalId"].as_str().expect("externalId").to_owned();
-                assert!(c.customers.insert(id, op.clone()).is_none(), "{op}");
-            }
-            Some("createUser") => {
-                let email = op["email"].as_str().expect("email").to_owned();
-                assert!(c.users.insert(email, op.clone()).is_none(), "{op}");
-            }
-            _ => panic!("only creates against an empty platform: {op}"),
-        }
-    }
-    c
-}
-
-impl Creates {
-    /// Customer name -> its users' emails.
-    fn placement(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (email, u) in &self.users {
-            let customer = &self.customers[u["customerExternalId"].as_str().expect("customer")];
-            out.entry(customer["name"].as_str().expect("name").to_owned())
-                .or_default()
-                .insert(email.clone());
-        }
-        out
-    }
-}
-
-fn refused(json: &Value) -> Vec<String> {
-    json["plan"]["refused"]
-        .as_array()
-        .expect("refused")
-        .iter()
-        .map(Value::to_string)
-        .collect()
 }
 
 /// An objectGUID read with ldapsearch, as the canonical UUID.

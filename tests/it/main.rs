@@ -17,6 +17,7 @@ mod ldap;
 mod lying_sources;
 mod network_errors;
 mod packaging;
+mod plan_json;
 mod planner;
 mod platform_client;
 mod rate;
