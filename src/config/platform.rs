@@ -159,8 +159,8 @@ pub struct PlatformSettings {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// A cap: the rate starts at 10 (or this, when lower) and finds the
-    /// platform's ceiling under it.
+    /// A cap: a run with no ceiling remembered starts at it and finds the
+    /// platform's ceiling under it at its first 429.
     pub requests_per_second: NonZeroU32,
     pub max_concurrency: usize,
     pub retry: RetryPolicy,

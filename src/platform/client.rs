@@ -88,8 +88,8 @@ pub struct PlatformConfig {
     /// An extra PEM CA certificate to trust besides the system's roots.
     pub ca_file: Option<PathBuf>,
     /// The cap on requests per second for the whole run: the rate starts
-    /// lower ([`super::INITIAL_RATE`]) and finds the platform's ceiling
-    /// under it (`super::rate`).
+    /// at it (or at a ceiling an earlier run measured) and finds the
+    /// platform's ceiling under it (`super::rate`).
     pub requests_per_second: NonZeroU32,
     /// Requests in flight at once, for the whole run.
     pub max_concurrency: usize,
@@ -108,8 +108,8 @@ pub struct PlatformConfig {
 
 impl PlatformConfig {
     /// The defaults: 10 s connect timeout, 60 s request timeout, at most 50
-    /// requests per second (the rate starts at 10 and finds the platform's
-    /// ceiling, observed at ~20, under it), 8 in flight, pages of 100, a run
+    /// requests per second (the rate starts there and finds the platform's
+    /// ceiling, observed at ~20, under it at its first 429), 8 in flight, pages of 100, a run
     /// deadline of 30 minutes.
     pub fn new(url: Url, auth: AuthMethod) -> PlatformConfig {
         PlatformConfig {

@@ -26,4 +26,4 @@ pub use client::{
     DEFAULT_RATE_CAP, DEFAULT_RUN_DEADLINE, MAX_PAGE_SIZE, MAX_THROTTLED_WAITS,
 };
 pub use error::{FieldError, PlatformError, StopReason};
-pub use rate::{AimdRate, Backoff, Pacer, INITIAL_RATE};
+pub use rate::{AimdRate, Backoff, Pacer};

@@ -408,9 +408,9 @@ async fn the_request_timeout_ends_a_slow_request() {
 #[tokio::test]
 async fn the_concurrency_cap_holds_across_a_whole_run() {
     let emu = start_emulator(Some(seed(5, 5))).await;
-    // Each answer takes longer than the pacer's first spacing (100 ms at the
-    // starting 10 req/s): without the cap three would be in flight, so the
-    // cap, not the timing, is what holds it at 2.
+    // Each answer takes longer than the pacer's spacing (20 ms at the
+    // starting 50 req/s): without the cap all eight would be in flight, so
+    // the cap, not the timing, is what holds it at 2.
     emu.handle.set_faults(Faults {
         latency_ms: 250,
         ..Faults::default()
