@@ -12,8 +12,8 @@
 //!   which pauses the whole client for its `Retry-After` (typically 1 s)
 //!   whatever rate drew it, and the answers in the window before it measure
 //!   the ceiling. A run that started lower paid that same pause and the
-//!   climb to the ceiling as well: 0.1 to 0.2 of the bound of a first sync
-//!   of 215 requests at ceilings of 20 to 40 (the module's simulation,
+//!   climb to the ceiling as well: 0.06 to 0.12 of the bound of a first
+//!   sync of 215 requests at ceilings of 20 to 40 (the module's simulation,
 //!   BENCHMARKS.md). A principal shared with other clients is what the cap
 //!   is for.
 //! - **Slow start**, after a 429 that measured nothing (below): each
@@ -42,8 +42,8 @@
 //!   that rose, is found again.
 //!
 //! The rate grows only while the client sends at least half of it (it is
-//! what holds requests back), so an idle or latency-bound run does not run
-//! it up to the cap unchecked.
+//! what holds requests back), so an idle or latency-bound run does not
+//! climb back to the cap unchecked after a back-off.
 //!
 //! Why not the textbook halving of the current rate: its sawtooth averages
 //! three quarters of the ceiling, and every 429 costs a whole `Retry-After`
