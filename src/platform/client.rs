@@ -109,8 +109,8 @@ pub struct PlatformConfig {
 impl PlatformConfig {
     /// The defaults: 10 s connect timeout, 60 s request timeout, at most 50
     /// requests per second (the rate starts there and finds the platform's
-    /// ceiling, observed at ~20, under it at its first 429), 8 in flight, pages of 100, a run
-    /// deadline of 30 minutes.
+    /// ceiling, observed at ~20, under it at its first 429), 8 in flight,
+    /// pages of 100, a run deadline of 30 minutes.
     pub fn new(url: Url, auth: AuthMethod) -> PlatformConfig {
         PlatformConfig {
             url,

@@ -97,7 +97,11 @@ const MEMORY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
-    SlowStart,
+    /// No ceiling measured yet: at the cap from the start, climbing by
+    /// [`SLOW_START_STEP`] after a back-off that measured nothing.
+    Searching,
+    /// Just under the ceiling the last back-off measured (or the run
+    /// started from).
     Hold { ceiling: f64 },
 }
 
@@ -140,7 +144,7 @@ impl AimdRate {
         AimdRate {
             cap,
             rate: cap,
-            phase: Phase::SlowStart,
+            phase: Phase::Searching,
             backed_off_at: None,
             backoffs: 0,
             probing: 0.0,
@@ -169,7 +173,7 @@ impl AimdRate {
     /// The ceiling measured at the last back-off, if any.
     pub fn ceiling(&self) -> Option<f64> {
         match self.phase {
-            Phase::SlowStart => None,
+            Phase::Searching => None,
             Phase::Hold { ceiling } => Some(ceiling),
         }
     }
@@ -215,7 +219,7 @@ impl AimdRate {
             return;
         }
         let step = match self.phase {
-            Phase::SlowStart => SLOW_START_STEP,
+            Phase::Searching => SLOW_START_STEP,
             // At the rate, `rate` answers come in a second: per second,
             // RECOVERY_SHARE of the ceiling.
             Phase::Hold { ceiling } if self.rate < RECOVERY_BELOW * ceiling => {
