@@ -20,23 +20,33 @@ pub const MAPPED_FROM: u64 = 4 << 20;
 /// The bytes of a file, read to its end.
 pub struct WholeFile {
     storage: Storage,
-    len: usize,
 }
 
 enum Storage {
     Heap(Vec<u8>),
-    Mapped(memmap2::MmapMut),
+    /// A mapping sized for the file, of which the first `len` bytes were read.
+    Mapped {
+        map: memmap2::MmapMut,
+        len: usize,
+    },
+}
+
+impl WholeFile {
+    fn heap(bytes: Vec<u8>) -> WholeFile {
+        WholeFile {
+            storage: Storage::Heap(bytes),
+        }
+    }
 }
 
 impl Deref for WholeFile {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        let all: &[u8] = match &self.storage {
+        match &self.storage {
             Storage::Heap(v) => v,
-            Storage::Mapped(m) => m,
-        };
-        all.get(..self.len).unwrap_or(all)
+            Storage::Mapped { map, len } => map.get(..*len).unwrap_or(map),
+        }
     }
 }
 
@@ -49,11 +59,7 @@ pub fn read_to_end(file: &mut impl Read, expected: u64) -> io::Result<WholeFile>
     if expected < MAPPED_FROM {
         let mut bytes = Vec::with_capacity(capacity);
         file.read_to_end(&mut bytes)?;
-        let len = bytes.len();
-        return Ok(WholeFile {
-            storage: Storage::Heap(bytes),
-            len,
-        });
+        return Ok(WholeFile::heap(bytes));
     }
     let mut map = memmap2::MmapMut::map_anon(capacity)?;
     // Only advice: refused (no transparent huge pages), the mapping works
@@ -64,8 +70,7 @@ pub fn read_to_end(file: &mut impl Read, expected: u64) -> io::Result<WholeFile>
         match file.read(&mut map[len..]) {
             Ok(0) => {
                 return Ok(WholeFile {
-                    storage: Storage::Mapped(map),
-                    len,
+                    storage: Storage::Mapped { map, len },
                 })
             }
             Ok(n) => len += n,
@@ -77,11 +82,7 @@ pub fn read_to_end(file: &mut impl Read, expected: u64) -> io::Result<WholeFile>
     // sizes differ): the rest goes after what was read, on the heap.
     let mut bytes = map.to_vec();
     file.read_to_end(&mut bytes)?;
-    let len = bytes.len();
-    Ok(WholeFile {
-        storage: Storage::Heap(bytes),
-        len,
-    })
+    Ok(WholeFile::heap(bytes))
 }
 
 #[cfg(test)]
@@ -103,7 +104,7 @@ mod tests {
             let bytes = content(len);
             let read = read_to_end(&mut bytes.as_slice(), len as u64).unwrap();
             assert_eq!(&read[..], &bytes[..], "{len}");
-            let mapped = matches!(read.storage, Storage::Mapped(_));
+            let mapped = matches!(read.storage, Storage::Mapped { .. });
             assert_eq!(mapped, len as u64 >= MAPPED_FROM, "{len}");
         }
     }
