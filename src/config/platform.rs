@@ -67,7 +67,7 @@ fn one() -> usize {
 /// risks the platform's cost limits.
 pub const MAX_BATCH: usize = 100;
 
-/// The cap on the request rate: the client starts lower and finds the
+/// The cap on the request rate: a run starts just under it and finds the
 /// platform's own ceiling (about 20) under it.
 fn default_rps() -> u32 {
     crate::platform::DEFAULT_RATE_CAP
@@ -159,8 +159,9 @@ pub struct PlatformSettings {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// A cap: a run with no ceiling remembered starts at it and finds the
-    /// platform's ceiling under it at its first 429.
+    /// A cap no second passes: a run with no ceiling remembered starts just
+    /// under it (97%) and finds the platform's ceiling under it at its
+    /// first 429.
     pub requests_per_second: NonZeroU32,
     pub max_concurrency: usize,
     pub retry: RetryPolicy,
@@ -323,9 +324,9 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_cap_defaults_to_50_and_concurrency_to_8() {
+    fn the_rate_cap_defaults_to_40_and_concurrency_to_8() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.platform.requests_per_second.get(), 50);
+        assert_eq!(c.platform.requests_per_second.get(), 40);
         assert_eq!(c.platform.max_concurrency, 8);
         assert_eq!((c.platform.batch_mutations, c.platform.batch_pages), (1, 1));
         let c = parse(&with_platform_key("requests_per_second: 20")).unwrap();

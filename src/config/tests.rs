@@ -37,7 +37,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     );
     assert_eq!(c.policy.delete_customers, None);
     assert_eq!(c.mapping.roles.default, "Member");
-    assert_eq!(c.platform.requests_per_second.get(), 50);
+    assert_eq!(c.platform.requests_per_second.get(), 40);
     let SourceSettings::Csv(csv) = &c.source else {
         panic!("csv source expected")
     };

@@ -441,7 +441,11 @@ async fn the_request_rate_cap_spaces_requests() {
         "took only {:?}",
         started.elapsed()
     );
-    assert_eq!(client.current_rate(), 20.0, "the rate rose to the cap");
+    assert!(
+        (client.current_rate() - 19.4).abs() < 1e-9,
+        "the rate is just under the cap (97%): {}",
+        client.current_rate()
+    );
 }
 
 #[tokio::test]
