@@ -254,8 +254,18 @@ impl AimdRate {
         let from = self.rate;
         // The platform's rate, measured: answers to what was sent in the
         // second before `sent`, or since the client started sending when
-        // that is more recent (then as a rate over that span).
-        let start = match (sent.checked_sub(WINDOW), self.sending_since) {
+        // that is more recent (then as a rate over that span). A probe's
+        // second reaches half an interval further back: the platform counts
+        // arrivals, not departures, and a probe meets the ceiling when the
+        // oldest request in its window is a second old, so a millisecond
+        // of jitter would leave that one out (a ceiling of 10 measured 9).
+        let probing = matches!(self.phase, Phase::Hold { ceiling } if from >= BACKOFF * ceiling);
+        let reach = if probing {
+            WINDOW + Duration::from_secs_f64(0.5 / from.max(MIN_RATE))
+        } else {
+            WINDOW
+        };
+        let start = match (sent.checked_sub(reach), self.sending_since) {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => a.or(b).unwrap_or(sent),
         };
@@ -548,6 +558,25 @@ mod tests {
         assert_eq!(b.from, 48.5);
         assert!((b.to - 29.1).abs() < 1e-9, "{b:?}");
         assert_eq!(a.ceiling(), Some(30.0));
+    }
+
+    /// Measured: against a ceiling of 10 a first sync of 2,050 requests was
+    /// throttled by its probe with the oldest request of the platform's
+    /// window sent a second and a millisecond before (it had arrived late),
+    /// measured 9, and held 8.7 a second (1.08 times the bound, from 1.06).
+    #[test]
+    fn a_probe_throttled_at_the_edge_of_the_window_measures_the_whole_ceiling() {
+        let t0 = Instant::now();
+        let mut a = AimdRate::new(cap(50));
+        a.start_at_ceiling(10.0);
+        // Ten at the ceiling's spacing; the throttled one leaves 1 s and
+        // 2 ms after the first of them.
+        let t = traffic(&mut a, t0, 10, 10.0, 50 * MS);
+        let sent = t0 + 1002 * MS;
+        assert!(sent > t);
+        let b = a.on_throttled(sent, sent + 50 * MS).unwrap();
+        assert_eq!(b.measured, Some(10), "{b:?}");
+        assert_eq!(a.ceiling(), Some(10.0));
     }
 
     #[test]
