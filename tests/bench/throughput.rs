@@ -670,15 +670,22 @@ async fn measure(spec: Spec, remembered: Option<f64>) -> Result<Row, String> {
             .map_err(|e| format!("config: {e}"))?;
             match options.memory {
                 Memory::Fresh => {}
-                Memory::Ceiling => {
-                    let ceiling = remembered.ok_or("no ceiling measured by the run before")?;
-                    dirsync::state::StateStore::open(
+                // A run before that drew no 429 measured nothing: there is
+                // nothing to remember, and this run starts as that one did.
+                Memory::Ceiling => match remembered {
+                    Some(ceiling) => dirsync::state::StateStore::open(
                         &config.state_dir,
                         &dirsync::state::Identity::of(&config),
                     )
                     .and_then(|mut s| s.save_ceiling(ceiling, chrono::Utc::now()))
-                    .map_err(|e| format!("store: {e}"))?;
-                }
+                    .map_err(|e| format!("store: {e}"))?,
+                    None => eprintln!(
+                        "case {} ceiling {}/s, {}: the run before drew no 429 and measured no ceiling; nothing remembered",
+                        spec.case,
+                        spec.ceiling,
+                        spec.contender.label()
+                    ),
+                },
                 Memory::Store => {
                     let (warm, _, _) = dirsync_run(&config, APPLY).await?;
                     if !warm.plan.is_empty() {
