@@ -563,7 +563,7 @@ mod tests {
     /// Measured: against a ceiling of 10 a first sync of 2,050 requests was
     /// throttled by its probe with the oldest request of the platform's
     /// window sent a second and a millisecond before (it had arrived late),
-    /// measured 9, and held 8.7 a second (1.08 times the bound, from 1.06).
+    /// measured 9, and held 8.7 a second (1.09 times the bound, from 1.06).
     #[test]
     fn a_probe_throttled_at_the_edge_of_the_window_measures_the_whole_ceiling() {
         let t0 = Instant::now();
