@@ -23,8 +23,9 @@
 //!   dirsync from scratch (a full read) and from the store of a run before
 //!   (an incremental read), the peer at 50 / 2,000;
 //! - `case5`: first sync of 5,000 / 100,000 with batches of 20 (the peer's time estimated);
-//! - `case6`: a full read (`Mode::Plan`) of 100 / 9,900 at 20 req/s with 0, 50, 100 and
-//!   200 ms of latency, from scratch and with the ceiling remembered;
+//! - `case6`: a full read (`Mode::Plan`) of 50 / 2,000, 100 / 9,900 and 5,000 / 100,000 at 20 req/s
+//!   with 0, 50, 100 and 200 ms of latency: from scratch, with the ceiling
+//!   remembered, and with `requests_per_second: 20` (the issue's method);
 //! - `case2b`: only case 2's batched runs (not in the default set);
 //! - `small`: 10 / 50 at 40 req/s, dirsync from scratch, with the ceiling
 //!   remembered, batched, the peer, and a steady state from the store (for
@@ -938,13 +939,28 @@ fn specs(filter: &[String]) -> Vec<Spec> {
         out.push(spec("5", 5_000, 100_000, 20, Start::Empty, Contender::Peer));
     }
     if wants("case6") {
-        for latency_ms in [0, 50, 100, 200] {
-            for contender in [with(DEFAULTS), remembered] {
-                out.push(Spec {
-                    latency_ms,
-                    run: Run::Plan,
-                    ..spec("6", 100, 9_900, 20, Start::Matching, contender)
-                });
+        // The issue measured this part with the client's rate at the
+        // ceiling (`requests_per_second: 20`) on a read of 23 pages (50 /
+        // 2,000), where the first round trip and the last answer's latency
+        // weigh up to a third of the bound; reads of 102 and 1,052 pages
+        // show the rest.
+        let at_ceiling = with(Options {
+            rps: Some(20),
+            ..DEFAULTS
+        });
+        for (customers, users) in [(50, 2_000), (100, 9_900), (5_000, 100_000)] {
+            for latency_ms in [0, 50, 100, 200] {
+                // At 100,000 users (a minute a read) the remembered ceiling
+                // would repeat the configured one.
+                let all = [with(DEFAULTS), at_ceiling, remembered];
+                let contenders = if users > 10_000 { &all[..2] } else { &all[..] };
+                for &contender in contenders {
+                    out.push(Spec {
+                        latency_ms,
+                        run: Run::Plan,
+                        ..spec("6", customers, users, 20, Start::Matching, contender)
+                    });
+                }
             }
         }
     }
@@ -974,16 +990,17 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    // The ceiling each fresh dirsync run measured, by case, ceiling and
-    // latency: what the next run's store remembers.
-    let mut measured: BTreeMap<(&str, u32, u64), f64> = BTreeMap::new();
+    // The ceiling each fresh dirsync run with the default cap measured, by
+    // case, size, ceiling and latency: what the next run's store remembers.
+    let mut measured: BTreeMap<(&str, usize, u32, u64), f64> = BTreeMap::new();
     for spec in specs(&filter) {
-        let key = (spec.case, spec.ceiling, spec.latency_ms);
+        let key = (spec.case, spec.users, spec.ceiling, spec.latency_ms);
         match runtime.block_on(measure(spec, measured.get(&key).copied())) {
             Ok(row) => {
                 print_run(&row);
                 if let (
                     Contender::Dirsync(Options {
+                        rps: None,
                         memory: Memory::Fresh,
                         ..
                     }),
