@@ -459,6 +459,9 @@ pub async fn apply(
         }
     }
     progress.started(plan.operations.len());
+    if !plan.operations.is_empty() {
+        client.begin_writes();
+    }
     let mut reports: Vec<OperationReport> = Vec::with_capacity(plan.operations.len());
     for phase in [
         Phase::Customers,

@@ -89,6 +89,10 @@ pub struct Stats {
     /// Executed operations by root field (`customers`, `createCustomer`,
     /// ...): a document of 20 aliased mutations counts 20.
     pub operations: BTreeMap<String, u64>,
+    /// The root fields of the first [`ARRIVALS_KEPT`] documents executed,
+    /// in the order they arrived (`users`, `customers+customerRoles`, ...):
+    /// what a client asks for first.
+    pub arrivals: Vec<String>,
     /// Documents refused whole for carrying more than `max_root_fields`.
     pub too_large: u64,
     /// Answered 429.
@@ -102,6 +106,9 @@ pub struct Stats {
     /// The most requests ever answered at once (a client's concurrency cap shows here).
     pub max_in_flight: u64,
 }
+
+/// Documents whose root fields [`Stats::arrivals`] keeps.
+pub const ARRIVALS_KEPT: usize = 64;
 
 impl Stats {
     pub fn operation(&self, name: &str) -> u64 {

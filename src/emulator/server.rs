@@ -356,6 +356,9 @@ async fn api(
             OperationType::Mutation => stats.mutations += 1,
             _ => stats.queries += 1,
         }
+        if stats.arrivals.len() < super::faults::ARRIVALS_KEPT {
+            stats.arrivals.push(fields.join("+"));
+        }
         for f in fields {
             is_list |= !is_mutation && (f == "customers" || f == "users");
             *stats.operations.entry(f).or_insert(0) += 1;

@@ -358,6 +358,11 @@ impl PlatformClient {
         self.inner.pacer.start_at_ceiling(ceiling);
     }
 
+    /// The run's writes begin: the rate's opening ends (`rate` module docs).
+    pub fn begin_writes(&self) {
+        self.inner.pacer.begin_writes();
+    }
+
     /// The platform's ceiling as this run measured it (or started from).
     pub fn measured_ceiling(&self) -> Option<f64> {
         self.inner.pacer.ceiling()
@@ -833,12 +838,16 @@ impl PlatformClient {
         self.inner.page_size
     }
 
-    /// The platform's whole view in one go: customers and users read
-    /// concurrently, then the roles.
+    /// The platform's whole view in one go: users, customers and roles read
+    /// concurrently. The users' first page is asked for first: theirs is
+    /// the long list, whose other pages wait for its `totalCount`, so the
+    /// customers' page and the roles take the slots of that round trip (at
+    /// 200 ms of latency a 23-request read took 1.21 times pages / ceiling
+    /// with the users' page third, two slots later).
     pub async fn snapshot(&self) -> Result<Snapshot, PlatformError> {
-        let (customers, users, roles) = tokio::try_join!(
-            self.list_customers(),
+        let (users, customers, roles) = tokio::try_join!(
             self.list_customer_users(),
+            self.list_customers(),
             self.customer_roles()
         )?;
         Ok(Snapshot {

@@ -8,18 +8,27 @@
 //! [`AimdRate`] is the state machine: a pure function of the events it is
 //! given, with their instants (its tests give explicit ones).
 //!
-//! - **The start**, just under the cap ([`BACKOFF`] of it, as under any
-//!   ceiling the rate believes in, so that no second holds more requests
-//!   than the cap): the platform's ceiling shows only in a 429, which
-//!   pauses the whole client for its `Retry-After` (typically 1 s) whatever
-//!   rate drew it, and the answers in the window before it measure the
-//!   ceiling. A run that started lower paid that same pause and the climb
-//!   to the ceiling as well. The default cap, 40, is twice the ceiling
-//!   commonly observed: a ceiling at or above it is never reached, and a
-//!   lower one is met and measured within the first second (a short first
-//!   sync of 215 requests: 1.04 to 1.08 of the bound at ceilings of 10, 20
-//!   and 40 in the module's simulation, BENCHMARKS.md). A principal shared
-//!   with other clients is what a lower cap is for.
+//! - **The opening**, with no ceiling known: the run's reads go at
+//!   [`BACKOFF`] of the ceiling commonly observed ([`COMMON_CEILING`], under
+//!   the cap), held, for at most [`OPENING`] of sending or until its first
+//!   write. A run starts by reading, and a plan is nothing but a read: a
+//!   read of a couple of dozen pages then draws no 429, where finding the
+//!   ceiling would have cost a `Retry-After` pause (1 s) as long as the
+//!   read itself (a 23-page read: 1.37 to 1.88 of the bound from 0 to
+//!   200 ms of latency before the opening, BENCHMARKS.md). A ceiling above
+//!   the common one costs at most half the opening.
+//! - **The start**, after the opening, just under the cap ([`BACKOFF`] of
+//!   it, as under any ceiling the rate believes in, so that no second holds
+//!   more requests than the cap): the platform's ceiling shows only in a
+//!   429, which pauses the whole client for its `Retry-After` (typically
+//!   1 s) whatever rate drew it, and the answers in the window before it
+//!   measure the ceiling. A run that started lower paid that same pause and
+//!   the climb to the ceiling as well. The default cap, 40, is twice the
+//!   ceiling commonly observed: a ceiling at or above it is never reached,
+//!   and a lower one is met and measured within the first second of writes
+//!   (a short first sync of 215 requests: 1.04 to 1.08 of the bound at
+//!   ceilings of 10, 20 and 40 in the module's simulation, BENCHMARKS.md).
+//!   A principal shared with other clients is what a lower cap is for.
 //! - **Slow start**, after a 429 that measured nothing (below): each
 //!   answered request adds [`SLOW_START_STEP`] requests per second, so while
 //!   requests queue at the pacer the rate grows about sevenfold a second.
@@ -69,6 +78,13 @@ use tokio::time::Instant;
 
 /// The rate never goes below one request a second.
 pub const MIN_RATE: f64 = 1.0;
+/// The ceiling commonly observed (`platform-api.md`: about 20 requests a
+/// second per principal, not published): the opening's.
+pub const COMMON_CEILING: f64 = 20.0;
+/// The opening lasts at most this much sending (about 40 requests at its
+/// rate): a read longer than that is long enough to pay for finding the
+/// ceiling, and a ceiling of 40 loses at most a second.
+pub const OPENING: Duration = Duration::from_secs(2);
 /// Slow start: requests per second added by each answered request.
 pub const SLOW_START_STEP: f64 = 2.0;
 /// A back-off leaves this share of the ceiling measured (and of the rate),
@@ -134,6 +150,13 @@ pub struct AimdRate {
     top: f64,
     rate: f64,
     phase: Phase,
+    /// In the opening (module docs): held at the common ceiling.
+    opening: bool,
+    /// When the opening ended (the rate jumped to just under the cap): a
+    /// 429 within [`MIN_SPAN`] of it measures nothing, as at the start (a
+    /// limiter that spaces requests strictly answers the jump at once,
+    /// having let through only the few requests of the opening).
+    opened_at: Option<Instant>,
     /// When the last back-off happened: 429s of requests sent before it are
     /// part of the overload it answered.
     backed_off_at: Option<Instant>,
@@ -152,10 +175,13 @@ pub struct AimdRate {
 impl AimdRate {
     pub fn new(cap: NonZeroU32) -> AimdRate {
         let top = (BACKOFF * f64::from(cap.get())).max(MIN_RATE);
+        let opening = (BACKOFF * COMMON_CEILING).clamp(MIN_RATE, top);
         AimdRate {
             top,
-            rate: top,
+            rate: opening,
             phase: Phase::Searching,
+            opening: opening < top,
+            opened_at: None,
             backed_off_at: None,
             backoffs: 0,
             probing: 0.0,
@@ -179,6 +205,22 @@ impl AimdRate {
         }
         self.rate = (BACKOFF * ceiling).clamp(MIN_RATE, self.top);
         self.phase = Phase::Hold { ceiling };
+        self.opening = false;
+    }
+
+    /// Ends the opening at `at` (the run's first write, or [`OPENING`] of
+    /// sending): the rate starts just under the cap. Nothing after it.
+    pub fn end_opening(&mut self, at: Instant) {
+        if self.opening {
+            self.opening = false;
+            self.opened_at = Some(at);
+            self.rate = self.top;
+        }
+    }
+
+    /// Still in the opening.
+    pub fn in_opening(&self) -> bool {
+        self.opening
     }
 
     /// The ceiling measured at the last back-off, if any.
@@ -204,6 +246,12 @@ impl AimdRate {
         if resumed {
             self.sending_since = Some(sent);
         }
+        if self
+            .sending_since
+            .is_some_and(|since| sent.saturating_duration_since(since) >= OPENING)
+        {
+            self.end_opening(sent);
+        }
         self.sent.push_back(sent);
         forget_before(&mut self.sent, sent);
     }
@@ -213,6 +261,9 @@ impl AimdRate {
         self.answered.push_back(sent);
         forget_before(&mut self.answered, now);
         forget_before(&mut self.sent, now);
+        if self.opening {
+            return;
+        }
         // Grow only while the rate is what holds requests back: the client
         // sends at least half of it (over the last second, or since its
         // first request when that is more recent).
@@ -251,6 +302,8 @@ impl AimdRate {
         if self.backed_off_at.is_some_and(|at| sent < at) {
             return None;
         }
+        // A ceiling under the common one: measured from the opening's rate.
+        self.opening = false;
         let from = self.rate;
         // The platform's rate, measured: answers to what was sent in the
         // second before `sent`, or since the client started sending when
@@ -276,7 +329,11 @@ impl AimdRate {
             .filter(|&&s| s >= start && s < sent)
             .count();
         let answered = u32::try_from(answered).unwrap_or(u32::MAX);
-        let measured = (span >= MIN_SPAN && answered >= MIN_MEASURED).then_some(answered);
+        let just_opened = self
+            .opened_at
+            .is_some_and(|at| sent.saturating_duration_since(at) < MIN_SPAN);
+        let measured =
+            (span >= MIN_SPAN && !just_opened && answered >= MIN_MEASURED).then_some(answered);
         let (to, phase) = match (measured, self.phase) {
             (Some(m), _) => {
                 let m = f64::from(m);
@@ -372,6 +429,19 @@ impl Pacer {
         let mut s = self.lock();
         s.aimd.start_at_ceiling(ceiling);
         s.logged = s.aimd.current();
+    }
+
+    /// The run's writes begin: the opening ends (see [`AimdRate::end_opening`]).
+    pub fn begin_writes(&self) {
+        let mut s = self.lock();
+        if s.aimd.in_opening() {
+            s.aimd.end_opening(Instant::now());
+            s.logged = s.aimd.current();
+            tracing::debug!(
+                rate = round(s.logged),
+                "Writes begin: request rate raised to just under the cap."
+            );
+        }
     }
 
     /// Returns when this request may leave: at its slot, taken now. A
@@ -476,7 +546,7 @@ mod tests {
 
     #[test]
     fn a_remembered_ceiling_starts_the_run_just_under_it_and_held() {
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         a.start_at_ceiling(20.0);
         assert!((a.current() - 19.4).abs() < 1e-9);
         assert_eq!(a.ceiling(), Some(20.0));
@@ -485,19 +555,84 @@ mod tests {
         a.start_at_ceiling(20.0);
         assert!((a.current() - 9.7).abs() < 1e-9);
         // Not once requests have gone.
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         a.on_sent(Instant::now());
         a.start_at_ceiling(40.0);
         assert_eq!(a.current(), 48.5);
         assert_eq!(a.ceiling(), None);
     }
 
+    /// A rate past its opening (the run's writes began).
+    fn after_the_opening(cap: NonZeroU32) -> AimdRate {
+        let mut a = AimdRate::new(cap);
+        a.end_opening(Instant::now().checked_sub(Duration::from_secs(1)).unwrap());
+        a
+    }
+
     #[test]
     fn a_run_starts_just_under_the_cap_with_no_ceiling_known() {
-        assert_eq!(AimdRate::new(cap(50)).current(), 48.5);
+        assert_eq!(after_the_opening(cap(50)).current(), 48.5);
         assert!((AimdRate::new(cap(4)).current() - 3.88).abs() < 1e-9);
         assert_eq!(AimdRate::new(cap(1)).current(), MIN_RATE);
-        assert_eq!(AimdRate::new(cap(50)).ceiling(), None);
+        assert_eq!(after_the_opening(cap(50)).ceiling(), None);
+    }
+
+    /// Measured: a plan of 23 requests (50 customers / 2,000 users) at a
+    /// ceiling of 20 it was not told took 1.37 to 1.88 times the bound from
+    /// 0 to 200 ms of latency, each run paying a `Retry-After` pause to find
+    /// the ceiling. Reads now open at 97% of the common ceiling, held.
+    #[test]
+    fn a_run_opens_at_the_common_ceiling_held_until_its_writes_or_two_seconds() {
+        let t0 = Instant::now();
+        let mut a = AimdRate::new(cap(40));
+        assert!((a.current() - 19.4).abs() < 1e-9);
+        assert!(a.in_opening());
+        // Answers do not raise it, however fast they come.
+        let t = traffic(&mut a, t0, 30, 19.4, Duration::ZERO);
+        assert!((a.current() - 19.4).abs() < 1e-9);
+        // The first write: just under the cap.
+        a.end_opening(t0);
+        assert!((a.current() - 38.8).abs() < 1e-9);
+        // Nothing after: a later back-off is not undone by it.
+        a.on_throttled(t, t + 50 * MS).unwrap();
+        let backed = a.current();
+        a.end_opening(t);
+        assert_eq!(a.current(), backed);
+        // Without writes, two seconds of sending end it.
+        let mut a = AimdRate::new(cap(40));
+        let t = traffic(&mut a, t0, 39, 19.4, 50 * MS);
+        assert!(a.in_opening(), "{:?}", t - t0);
+        traffic(&mut a, t, 1, 19.4, 50 * MS);
+        assert!(!a.in_opening());
+        assert!((a.current() - 38.8).abs() < 1e-9);
+        // A cap at or under the common ceiling has no opening.
+        for c in [10, 20] {
+            let a = AimdRate::new(cap(c));
+            assert!(!a.in_opening());
+            assert!((a.current() - 0.97 * f64::from(c)).abs() < 1e-9);
+        }
+        // A remembered ceiling replaces it.
+        let mut a = AimdRate::new(cap(40));
+        a.start_at_ceiling(30.0);
+        assert!(!a.in_opening());
+        assert!((a.current() - 29.1).abs() < 1e-9);
+    }
+
+    /// A ceiling under the common one is measured by the opening's 429.
+    #[test]
+    fn a_429_in_the_opening_measures_the_ceiling_and_ends_it() {
+        let t0 = Instant::now();
+        let mut a = AimdRate::new(cap(40));
+        let t = traffic(&mut a, t0, 10, 19.4, 50 * MS);
+        let b = a.on_throttled(t, t + 50 * MS).unwrap();
+        assert_eq!(b.measured, Some(10));
+        assert!((b.to - 9.7).abs() < 1e-9, "{b:?}");
+        assert!(!a.in_opening());
+        a.end_opening(t);
+        assert!(
+            (a.current() - 9.7).abs() < 1e-9,
+            "the first write changes nothing"
+        );
     }
 
     /// A 429 that measured nothing (the very first request throttled) halves
@@ -512,7 +647,7 @@ mod tests {
 
     #[test]
     fn slow_start_grows_while_the_rate_holds_requests_back_and_stops_at_the_cap() {
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let mut t = blindly_backed_off(&mut a, Instant::now());
         // Requests leave as fast as the rate lets them: it grows.
         for _ in 0..5 {
@@ -533,7 +668,7 @@ mod tests {
 
     #[test]
     fn the_rate_does_not_grow_when_the_client_sends_less_than_half_of_it() {
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let t = blindly_backed_off(&mut a, Instant::now());
         // Four a second against a rate of 25 or more: latency, not the rate,
         // holds them back. Past the first answers, it stops growing.
@@ -547,7 +682,7 @@ mod tests {
     #[test]
     fn a_429_backs_off_to_97_percent_of_the_ceiling_it_measured() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         // 60 requests at 30/s, all answered: the rate ran up to the cap.
         let t = traffic(&mut a, t0, 60, 30.0, 50 * MS);
         assert_eq!(a.current(), 48.5);
@@ -567,7 +702,7 @@ mod tests {
     #[test]
     fn a_probe_throttled_at_the_edge_of_the_window_measures_the_whole_ceiling() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         a.start_at_ceiling(10.0);
         // Ten at the ceiling's spacing; the throttled one leaves 1 s and
         // 2 ms after the first of them.
@@ -582,7 +717,7 @@ mod tests {
     #[test]
     fn a_burst_of_429s_from_one_overload_counts_once() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let t = traffic(&mut a, t0, 40, 20.0, 50 * MS);
         // Four requests in flight, all throttled; the first answer backs off.
         let first = a.on_throttled(t, t + 50 * MS).unwrap();
@@ -604,7 +739,7 @@ mod tests {
     #[test]
     fn a_429_that_cannot_measure_halves_and_never_goes_below_1() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         // The very first request is throttled: nothing was answered before
         // it. Halved, and still searching (slow start): nothing was learnt.
         blindly_backed_off(&mut a, t0);
@@ -619,7 +754,7 @@ mod tests {
     #[test]
     fn a_429_right_after_a_pause_is_not_taken_for_a_measurement() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let t = traffic(&mut a, t0, 60, 30.0, 50 * MS);
         a.on_throttled(t, t + 50 * MS).unwrap();
         let rate = a.current();
@@ -657,7 +792,7 @@ mod tests {
     #[test]
     fn after_a_back_off_it_recovers_quickly_then_probes_slowly() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let t = traffic(&mut a, t0, 60, 30.0, 50 * MS);
         a.on_throttled(t, t + 50 * MS).unwrap();
         // Throttled again at once after the pause, with nothing measured:
@@ -693,7 +828,7 @@ mod tests {
     #[test]
     fn a_429_soon_after_the_last_back_off_cuts_deeper() {
         let t0 = Instant::now();
-        let mut a = AimdRate::new(cap(50));
+        let mut a = after_the_opening(cap(50));
         let t = traffic(&mut a, t0, 60, 30.0, 50 * MS);
         a.on_throttled(t, t + 50 * MS).unwrap();
         assert!((a.current() - 29.1).abs() < 1e-9);
@@ -799,12 +934,13 @@ mod tests {
     /// The pacer and the rate against the emulator's own limiter, in
     /// tokio's paused clock (no HTTP): `requests` requests from `workers`
     /// at once, each answered `latency` after it left, a 429 pausing every
-    /// worker for 1 s (as the client does). Returns the wall time, the
-    /// requests sent and those answered 429.
+    /// worker for 1 s (as the client does); the first `reads` are reads, the
+    /// rest writes. Returns the wall time, the requests sent and those
+    /// answered 429.
     async fn simulate(
         ceiling: u32,
         burst: Option<u32>,
-        requests: usize,
+        (reads, requests): (usize, usize),
         workers: usize,
         latency: Duration,
         others: u32,
@@ -823,7 +959,7 @@ mod tests {
             pacer: Pacer::new(cap(crate::platform::DEFAULT_RATE_CAP)),
             limiter: Mutex::new(Default::default()),
             not_before: Mutex::new(None),
-            left: AtomicUsize::new(requests),
+            left: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
         });
@@ -834,52 +970,62 @@ mod tests {
         }
         tokio::time::sleep(200 * MS).await;
         let t0 = Instant::now();
-        let tasks: Vec<_> = (0..workers)
-            .map(|_| {
-                let w = world.clone();
-                tokio::spawn(async move {
-                    while w
-                        .left
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        loop {
-                            let pause = *w.not_before.lock().unwrap();
-                            if let Some(at) = pause {
-                                tokio::time::sleep_until(at).await;
-                            }
-                            w.pacer.until_ready().await;
-                            if w.not_before
-                                .lock()
-                                .unwrap()
-                                .is_some_and(|at| at > Instant::now())
-                            {
-                                continue;
-                            }
-                            let sent = w.pacer.sent();
-                            w.sent.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(latency).await;
-                            let now = Instant::now();
-                            if w.limiter.lock().unwrap().admit("p", ceiling, burst, now) {
-                                w.pacer.answered(sent);
-                                break;
-                            }
-                            w.throttled.fetch_add(1, Ordering::SeqCst);
-                            let resume = now + Duration::from_secs(1);
-                            {
-                                let mut nb = w.not_before.lock().unwrap();
-                                if nb.is_none_or(|at| at < resume) {
-                                    *nb = Some(resume);
+        // The reads, all answered; then the writes.
+        for (n, writes) in [
+            (reads.min(requests), false),
+            (requests.saturating_sub(reads), true),
+        ] {
+            if writes {
+                world.pacer.begin_writes();
+            }
+            world.left.store(n, Ordering::SeqCst);
+            let tasks: Vec<_> = (0..workers.min(n))
+                .map(|_| {
+                    let w = world.clone();
+                    tokio::spawn(async move {
+                        while w
+                            .left
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                        {
+                            loop {
+                                let pause = *w.not_before.lock().unwrap();
+                                if let Some(at) = pause {
+                                    tokio::time::sleep_until(at).await;
                                 }
+                                w.pacer.until_ready().await;
+                                if w.not_before
+                                    .lock()
+                                    .unwrap()
+                                    .is_some_and(|at| at > Instant::now())
+                                {
+                                    continue;
+                                }
+                                let sent = w.pacer.sent();
+                                w.sent.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(latency).await;
+                                let now = Instant::now();
+                                if w.limiter.lock().unwrap().admit("p", ceiling, burst, now) {
+                                    w.pacer.answered(sent);
+                                    break;
+                                }
+                                w.throttled.fetch_add(1, Ordering::SeqCst);
+                                let resume = now + Duration::from_secs(1);
+                                {
+                                    let mut nb = w.not_before.lock().unwrap();
+                                    if nb.is_none_or(|at| at < resume) {
+                                        *nb = Some(resume);
+                                    }
+                                }
+                                w.pacer.throttled(sent, resume);
                             }
-                            w.pacer.throttled(sent, resume);
                         }
-                    }
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
         }
         (
             t0.elapsed(),
@@ -900,7 +1046,7 @@ mod tests {
             for burst in [None, Some(ceiling)] {
                 for requests in [200usize, 2000] {
                     let (wall, sent, throttled, rate) =
-                        simulate(ceiling, burst, requests, 4, 50 * MS, 0).await;
+                        simulate(ceiling, burst, (3, requests), 4, 50 * MS, 0).await;
                     let bound = requests as f64 / f64::from(ceiling);
                     let wall = wall.as_secs_f64();
                     let what = format!(
@@ -925,10 +1071,49 @@ mod tests {
     /// find the rest. It still never fails and never hammers.
     #[tokio::test(start_paused = true)]
     async fn against_a_strictly_spacing_limiter_it_stays_under_it() {
-        let (wall, sent, throttled, rate) = simulate(20, Some(1), 500, 4, 50 * MS, 0).await;
+        let (wall, sent, throttled, rate) = simulate(20, Some(1), (3, 500), 4, 50 * MS, 0).await;
         assert!(throttled <= 4, "{throttled} of {sent}");
         assert!((5.0..20.0).contains(&rate), "{rate}");
         assert!(wall.as_secs_f64() < 500.0 / 5.0, "{wall:?}");
+    }
+
+    /// Measured: a 23-request plan (50 customers / 2,000 users) at a
+    /// ceiling of 20 it was not told took 1.37 to 1.88 times the bound from 0
+    /// to 200 ms of latency: the run started just under the cap of 40, and
+    /// the 429 that found the ceiling paused it for a second. Its reads now
+    /// open at 97% of the common ceiling: against a window, a token bucket
+    /// and a strict spacer of 20, no 429, and the wall time of requests
+    /// spaced at that rate plus the last one's latency.
+    #[tokio::test(start_paused = true)]
+    async fn a_short_read_with_no_ceiling_known_is_not_paused_by_a_429() {
+        for burst in [None, Some(20), Some(1)] {
+            for latency in [Duration::ZERO, 50 * MS, 200 * MS] {
+                let (wall, sent, throttled, _) = simulate(20, burst, (22, 22), 8, latency, 0).await;
+                let what = format!(
+                    "burst {burst:?}, {latency:?}: {wall:?}, {throttled} of {sent} answered 429"
+                );
+                assert_eq!(throttled, 0, "{what}");
+                let spaced = 21.0 / (0.97 * 20.0) + latency.as_secs_f64();
+                assert!(wall.as_secs_f64() <= spaced + 0.01, "{what}");
+            }
+        }
+    }
+
+    /// The opening's cost on a long read: a second at half the rate under a
+    /// ceiling of 40; under 20, the one pause that finds the ceiling. The
+    /// goal of issue 13 part 4a holds (1.1 times pages / ceiling).
+    #[tokio::test(start_paused = true)]
+    async fn a_long_read_leaves_the_opening_and_finds_the_ceiling() {
+        for ceiling in [20u32, 40] {
+            let (wall, sent, throttled, rate) =
+                simulate(ceiling, None, (1052, 1052), 8, 50 * MS, 0).await;
+            let bound = 1052.0 / f64::from(ceiling);
+            let what = format!(
+                "ceiling {ceiling}: {wall:?} (bound {bound:.1} s), {throttled} of {sent} answered 429, ending at {rate:.1}/s"
+            );
+            assert!(wall.as_secs_f64() <= 1.1 * bound, "{what}");
+            assert!(throttled * 50 <= sent, "{what}");
+        }
     }
 
     /// A run that starts while someone else's requests on the same token
@@ -938,7 +1123,7 @@ mod tests {
     async fn a_ceiling_measured_too_low_is_found_again() {
         for ceiling in [10u32, 20, 40] {
             let (wall, sent, throttled, rate) =
-                simulate(ceiling, None, 2000, 4, 50 * MS, ceiling - 2).await;
+                simulate(ceiling, None, (3, 2000), 4, 50 * MS, ceiling - 2).await;
             let bound = 2000.0 / f64::from(ceiling);
             let what = format!(
                 "ceiling {ceiling}: {:.1} s (bound {bound:.1} s), {throttled} of {sent} answered 429, ending at {rate:.1}/s",
@@ -955,7 +1140,7 @@ mod tests {
     /// ceiling of 40 when a run started at 10 requests per second and
     /// climbed, 1.21 when it started at a cap of 50 (one `Retry-After` of
     /// 1 s to find the ceiling, in a 5.4 s bound). Now the default cap is 40
-    /// and a run starts at 97% of it: the issue's goal (1.1 times the bound,
+    /// and, past its three reads (the opening), a run starts at 97% of it: the issue's goal (1.1 times the bound,
     /// at most 2% answered 429) at 10, 20 and 40; a ceiling of 40 draws no
     /// 429; 30, between them, pays the pause (about 1.15).
     /// `-- --nocapture` prints each case (BENCHMARKS.md).
@@ -966,7 +1151,7 @@ mod tests {
                 let burst = burst_on.then_some(ceiling);
                 let requests = 215;
                 let (wall, sent, throttled, rate) =
-                    simulate(ceiling, burst, requests, 4, 50 * MS, 0).await;
+                    simulate(ceiling, burst, (3, requests), 4, 50 * MS, 0).await;
                 let bound = requests as f64 / f64::from(ceiling);
                 let wall = wall.as_secs_f64();
                 let what = format!(
