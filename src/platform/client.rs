@@ -785,6 +785,7 @@ impl PlatformClient {
         first: Page<PlatformCustomer>,
         since: Option<&str>,
     ) -> Result<Vec<PlatformCustomer>, PlatformError> {
+        self.announce_pages(&first);
         read_remaining_pages(
             "ListCustomers",
             self.inner.page_concurrency,
@@ -824,6 +825,7 @@ impl PlatformClient {
         first: Page<PlatformUser>,
         since: Option<&str>,
     ) -> Result<Vec<PlatformUser>, PlatformError> {
+        self.announce_pages(&first);
         read_remaining_pages(
             "ListCustomerUsers",
             self.inner.page_concurrency,
@@ -831,6 +833,20 @@ impl PlatformClient {
             |offset| self.list_customer_users_page(offset, since),
         )
         .await
+    }
+
+    /// Tells the rate how many requests a list's other pages take, once
+    /// its first page gave `totalCount` (a long read ends the rate's
+    /// opening at once: `rate` module docs).
+    fn announce_pages<T>(&self, first: &Page<T>) {
+        let size = first.items.len();
+        if !first.has_next_page || size == 0 {
+            return;
+        }
+        let total = usize::try_from(first.total_count).unwrap_or(usize::MAX);
+        let pages = total.saturating_sub(size).div_ceil(size);
+        let per_request = self.batcher("pages").map_or(1, Batcher::size).max(1);
+        self.inner.pacer.expect(pages.div_ceil(per_request));
     }
 
     /// Page size asked for.
