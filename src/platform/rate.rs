@@ -32,7 +32,7 @@
 //!   the climb to the ceiling as well. The default cap, 40, is twice the
 //!   ceiling commonly observed: a ceiling at or above it is never reached,
 //!   and a lower one is met and measured within the first second of writes
-//!   (a short first sync of 215 requests: 1.04 to 1.08 of the bound at
+//!   (a short first sync of 215 requests: 1.04 to 1.09 of the bound at
 //!   ceilings of 10, 20 and 40 in the module's simulation, BENCHMARKS.md).
 //!   A principal shared with other clients is what a lower cap is for.
 //! - **Slow start**, after a 429 that measured nothing (below): each
