@@ -221,8 +221,9 @@ impl AimdRate {
         self.opening = false;
     }
 
-    /// Ends the opening at `at` (the run's first write, or [`OPENING`] of
-    /// sending): the rate starts just under the cap. Nothing after it.
+    /// Ends the opening at `at` (the run's first write, a long read, or
+    /// [`OPENING`] of sending): the rate starts just under the cap. Nothing
+    /// after it.
     pub fn end_opening(&mut self, at: Instant) {
         if self.opening {
             self.opening = false;
@@ -480,29 +481,27 @@ impl Pacer {
 
     /// See [`AimdRate::expect`].
     pub fn expect(&self, requests: usize) {
-        let mut s = self.lock();
-        if s.aimd.in_opening() {
-            s.aimd.expect(requests, Instant::now());
-            if !s.aimd.in_opening() {
-                s.logged = s.aimd.current();
-                tracing::debug!(
-                    rate = round(s.logged),
-                    requests,
-                    "A long read: request rate raised to just under the cap."
-                );
-            }
-        }
+        self.in_opening("A long read", |a, now| a.expect(requests, now));
     }
 
     /// The run's writes begin: the opening ends (see [`AimdRate::end_opening`]).
     pub fn begin_writes(&self) {
+        self.in_opening("Writes begin", AimdRate::end_opening);
+    }
+
+    /// Gives the rate `event` while in the opening, and logs the end of it
+    /// that `event` brought (`why`).
+    fn in_opening(&self, why: &str, event: impl FnOnce(&mut AimdRate, Instant)) {
         let mut s = self.lock();
-        if s.aimd.in_opening() {
-            s.aimd.end_opening(Instant::now());
+        if !s.aimd.in_opening() {
+            return;
+        }
+        event(&mut s.aimd, Instant::now());
+        if !s.aimd.in_opening() {
             s.logged = s.aimd.current();
             tracing::debug!(
                 rate = round(s.logged),
-                "Writes begin: request rate raised to just under the cap."
+                "{why}: request rate raised to just under the cap."
             );
         }
     }
