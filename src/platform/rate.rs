@@ -158,7 +158,12 @@ pub struct AimdRate {
     cap: f64,
     /// The rate sent at [`AimdRate::top`] for a whole second with no 429
     /// yet: the ceiling is at the cap or above ([`AimdRate::ceiling`]).
+    /// Only under a cap above the common ceiling, where it spares the next
+    /// run the opening (under a lower one it would only outlive a raise of
+    /// the cap).
     held_top: bool,
+    /// The cap is above the common ceiling: the run had an opening.
+    had_opening: bool,
     rate: f64,
     phase: Phase,
     /// In the opening (module docs): held at the common ceiling.
@@ -194,6 +199,7 @@ impl AimdRate {
             rate: opening,
             phase: Phase::Searching,
             opening: opening < top,
+            had_opening: opening < top,
             opened_at: None,
             backed_off_at: None,
             backoffs: 0,
@@ -296,7 +302,7 @@ impl AimdRate {
         if self.opening {
             return;
         }
-        if self.backoffs == 0 && self.rate >= self.top && !self.held_top {
+        if self.had_opening && self.backoffs == 0 && self.rate >= self.top && !self.held_top {
             self.held_top = self.sending_since.is_some_and(|since| {
                 now.saturating_duration_since(since) >= WINDOW
                     && self.sent_within(now) as f64 >= RECOVERY_BELOW * self.top
@@ -709,6 +715,10 @@ mod tests {
         assert_eq!(a.ceiling(), b.measured.map(f64::from));
         // Sending at half the top rate proves nothing.
         let mut a = after_the_opening(cap(40));
+        traffic(&mut a, t0, 60, 19.4, 50 * MS);
+        assert_eq!(a.ceiling(), None);
+        // Nor does a cap with no opening (at or under the common ceiling).
+        let mut a = AimdRate::new(cap(20));
         traffic(&mut a, t0, 60, 19.4, 50 * MS);
         assert_eq!(a.ceiling(), None);
     }
