@@ -19,6 +19,7 @@
 //!   to match the CSV except 1,000 users whose phone differs): dirsync from
 //!   scratch, with the store of a run before (then the drift is the CSV's),
 //!   batched; the peer only when it would finish in reasonable time;
+//! - `case3b` (only when named): case 3 from scratch at ceilings of 10 and 40;
 //! - `case4`: steady state 50 / 2,000 and 5,000 / 100,000 at 20 req/s:
 //!   dirsync from scratch (a full read) and from the store of a run before
 //!   (an incremental read), the peer at 50 / 2,000;
@@ -926,6 +927,20 @@ fn specs(filter: &[String]) -> Vec<Spec> {
             out.push(spec("3", 5_000, 100_000, 20, Start::Drifted, contender));
         }
     }
+    // Case 3 at the other ceilings, from scratch (`-- case3b`, not
+    // part of the default set: five minutes).
+    if filter.iter().any(|f| f == "case3b") {
+        for ceiling in [10, 40] {
+            out.push(spec(
+                "3",
+                5_000,
+                100_000,
+                ceiling,
+                Start::Drifted,
+                with(DEFAULTS),
+            ));
+        }
+    }
     if wants("case4") {
         for contender in [with(DEFAULTS), store, Contender::Peer] {
             out.push(spec("4", 50, 2_000, 20, Start::Matching, contender));
@@ -976,7 +991,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let known = [
-        "small", "case1", "case2", "case2b", "case3", "case4", "case5", "case6",
+        "small", "case1", "case2", "case2b", "case3", "case3b", "case4", "case5", "case6",
     ];
     if let Some(unknown) = filter.iter().find(|f| !known.contains(&f.as_str())) {
         eprintln!(
