@@ -162,8 +162,6 @@ pub struct AimdRate {
     /// run the opening (under a lower one it would only outlive a raise of
     /// the cap).
     held_top: bool,
-    /// The cap is above the common ceiling: the run had an opening.
-    had_opening: bool,
     rate: f64,
     phase: Phase,
     /// In the opening (module docs): held at the common ceiling.
@@ -199,7 +197,6 @@ impl AimdRate {
             rate: opening,
             phase: Phase::Searching,
             opening: opening < top,
-            had_opening: opening < top,
             opened_at: None,
             backed_off_at: None,
             backoffs: 0,
@@ -254,6 +251,12 @@ impl AimdRate {
         }
     }
 
+    /// The cap is above the common ceiling: a run with no ceiling known
+    /// opens under it.
+    fn opens(&self) -> bool {
+        BACKOFF * COMMON_CEILING < self.top
+    }
+
     /// Still in the opening.
     pub fn in_opening(&self) -> bool {
         self.opening
@@ -302,7 +305,7 @@ impl AimdRate {
         if self.opening {
             return;
         }
-        if self.had_opening && self.backoffs == 0 && self.rate >= self.top && !self.held_top {
+        if self.opens() && self.backoffs == 0 && self.rate >= self.top && !self.held_top {
             self.held_top = self.sending_since.is_some_and(|since| {
                 now.saturating_duration_since(since) >= WINDOW
                     && self.sent_within(now) as f64 >= RECOVERY_BELOW * self.top
@@ -487,17 +490,17 @@ impl Pacer {
 
     /// See [`AimdRate::expect`].
     pub fn expect(&self, requests: usize) {
-        self.in_opening("A long read", |a, now| a.expect(requests, now));
+        self.opening_event("A long read", |a, now| a.expect(requests, now));
     }
 
     /// The run's writes begin: the opening ends (see [`AimdRate::end_opening`]).
     pub fn begin_writes(&self) {
-        self.in_opening("Writes begin", AimdRate::end_opening);
+        self.opening_event("Writes begin", AimdRate::end_opening);
     }
 
     /// Gives the rate `event` while in the opening, and logs the end of it
     /// that `event` brought (`why`).
-    fn in_opening(&self, why: &str, event: impl FnOnce(&mut AimdRate, Instant)) {
+    fn opening_event(&self, why: &str, event: impl FnOnce(&mut AimdRate, Instant)) {
         let mut s = self.lock();
         if !s.aimd.in_opening() {
             return;
@@ -1256,7 +1259,8 @@ mod tests {
     /// ceiling of 40 when a run started at 10 requests per second and
     /// climbed, 1.21 when it started at a cap of 50 (one `Retry-After` of
     /// 1 s to find the ceiling, in a 5.4 s bound). Now the default cap is 40
-    /// and, past its three reads (the opening), a run starts at 97% of it: the goal (1.1 times the bound,
+    /// and, past its three reads (the opening), a run starts at 97% of it:
+    /// the goal (1.1 times the bound,
     /// at most 2% answered 429) at 10, 20 and 40; a ceiling of 40 draws no
     /// 429; 30, between them, pays the pause (about 1.15).
     /// `-- --nocapture` prints each case (BENCHMARKS.md).
