@@ -105,6 +105,10 @@ pub struct Stats {
     pub in_flight: u64,
     /// The most requests ever answered at once (a client's concurrency cap shows here).
     pub max_in_flight: u64,
+    /// Requests that had come in when the first answer went out: more than
+    /// one when a client asks for more while its first request is still
+    /// on the wire.
+    pub arrived_by_first_answer: u64,
 }
 
 /// Documents whose root fields [`Stats::arrivals`] keeps.

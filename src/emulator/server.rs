@@ -282,6 +282,9 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut stats = guard(&self.0.stats);
         stats.in_flight = stats.in_flight.saturating_sub(1);
+        if stats.arrived_by_first_answer == 0 {
+            stats.arrived_by_first_answer = stats.requests;
+        }
     }
 }
 

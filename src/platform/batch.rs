@@ -222,7 +222,7 @@ pub fn split(
 
 /// Whether the platform refused a whole document (its size or cost) rather
 /// than an operation in it.
-fn refused_whole(e: &PlatformError) -> bool {
+pub(super) fn refused_whole(e: &PlatformError) -> bool {
     matches!(
         e,
         PlatformError::UnexpectedStatus {

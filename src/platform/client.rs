@@ -38,7 +38,7 @@ use graphql_client::GraphQLQuery;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -50,7 +50,7 @@ use super::operations::{self as ops, *};
 use super::rate::Pacer;
 use crate::model::{
     AuthenticatedUser, CustomerChanges, NewCustomer, NewCustomerUser, PlatformCustomer, PlatformId,
-    PlatformUser, Role, Snapshot, UserChanges,
+    PlatformUser, Role, UserChanges,
 };
 use crate::retry::{parse_retry_after, with_retries_or, RetryPolicy};
 
@@ -184,6 +184,9 @@ struct Inner {
     request_timeout: Duration,
     page_size: i64,
     requests: AtomicU64,
+    /// Moves on as each request leaves (what `requests` counts), for those
+    /// that wait for a request to be sent (`super::full_read`).
+    sends: watch::Sender<u64>,
     throttled: AtomicU64,
     /// Cancelled on the first authentication failure: wakes every waiter.
     auth_failed: CancellationToken,
@@ -303,6 +306,7 @@ impl PlatformClient {
                 request_timeout: config.request_timeout,
                 page_size: config.page_size.clamp(1, MAX_PAGE_SIZE),
                 requests: AtomicU64::new(0),
+                sends: watch::Sender::new(0),
                 throttled: AtomicU64::new(0),
                 auth_failed: CancellationToken::new(),
                 shutdown: Mutex::new(None),
@@ -581,6 +585,7 @@ impl PlatformClient {
             return Err(PlatformError::Stopped { operation, reason });
         }
         inner.requests.fetch_add(1, Ordering::Relaxed);
+        inner.sends.send_modify(|n| *n += 1);
         tracing::debug!(operation, "Sending request.");
         let sent = inner.pacer.sent();
         let exchange = self.exchange(operation, body, token, sent, finish);
@@ -838,7 +843,7 @@ impl PlatformClient {
     /// Tells the rate how many requests a list's other pages take, once
     /// its first page gave `totalCount` (a long read ends the rate's
     /// opening at once: `rate` module docs).
-    fn announce_pages<T>(&self, first: &Page<T>) {
+    pub(super) fn announce_pages<T>(&self, first: &Page<T>) {
         let size = first.items.len();
         if !first.has_next_page || size == 0 {
             return;
@@ -854,24 +859,14 @@ impl PlatformClient {
         self.inner.page_size
     }
 
-    /// The platform's whole view in one go: users, customers and roles read
-    /// concurrently. The users' first page is asked for first: theirs is
-    /// the long list, whose other pages wait for its `totalCount`, so the
-    /// customers' page and the roles take the slots of that round trip (at
-    /// 200 ms of latency a 23-request read took 1.21 times pages / ceiling
-    /// with the users' page third, two slots later).
-    pub async fn snapshot(&self) -> Result<Snapshot, PlatformError> {
-        let (users, customers, roles) = tokio::try_join!(
-            self.list_customer_users(),
-            self.list_customers(),
-            self.customer_roles()
-        )?;
-        Ok(Snapshot {
-            customers,
-            users,
-            roles,
-            holdings: Default::default(),
-        })
+    /// Wakes at each request that leaves this client from now on.
+    pub(super) fn sends(&self) -> watch::Receiver<u64> {
+        self.inner.sends.subscribe()
+    }
+
+    /// Pages of one list read at once.
+    pub(super) fn page_concurrency(&self) -> usize {
+        self.inner.page_concurrency
     }
 
     /// The non-system customer carrying `external_id`, if any.
@@ -1205,7 +1200,7 @@ impl<T> Page<T> {
 }
 
 /// Records that can be checked for repeats across pages.
-trait HasId {
+pub(super) trait HasId {
     fn id(&self) -> &PlatformId;
 
     /// Lets the record share what others of the read have too.
@@ -1288,7 +1283,7 @@ where
 
 /// [`read_all_pages`] given the first page (read on its own, or as part of
 /// a larger document).
-async fn read_remaining_pages<T, F, Fut>(
+pub(super) async fn read_remaining_pages<T, F, Fut>(
     operation: &'static str,
     concurrency: usize,
     first: Page<T>,

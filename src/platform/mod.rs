@@ -11,6 +11,7 @@ mod batch;
 mod changes;
 mod client;
 mod error;
+mod full_read;
 mod holdings;
 mod operations;
 mod rate;

@@ -67,6 +67,7 @@ operation!(CustomerHoldings, "graphql/customer_holdings.graphql");
 operation!(GetCustomer, "graphql/get_customer.graphql");
 operation!(GetUser, "graphql/get_user.graphql");
 operation!(ChangedSince, "graphql/changed_since.graphql");
+operation!(FirstPages, "graphql/first_pages.graphql");
 
 /// Every generated customer selection has the same six fields; one macro
 /// converts each of them (an `updatedAt` that is no time is a protocol error).
@@ -101,6 +102,7 @@ customer_from!(
 );
 customer_from!(get_customer::GetCustomerCustomer, "GetCustomer");
 customer_from!(changed_since::CustomerFields, "ChangedSince");
+customer_from!(first_pages::CustomerFields, "FirstPages");
 
 /// Every generated user selection has the same fields; a customer user must
 /// have a customer, so a null one is a protocol error, not a panic.
@@ -145,6 +147,7 @@ user_from!(
 user_from!(update_user::UpdateUserUpdateUserUser, "updateUser");
 user_from!(get_user::GetUserUser, "GetUser");
 user_from!(changed_since::UserFields, "ChangedSince");
+user_from!(first_pages::UserFields, "FirstPages");
 
 /// Every payload's `errors` selection is `{ field messages }`.
 macro_rules! field_errors_from {
@@ -205,6 +208,7 @@ macro_rules! role_from {
 role_from!(
     customer_roles::CustomerRolesCustomerRoles,
     changed_since::ChangedSinceCustomerRoles,
+    first_pages::FirstPagesCustomerRoles,
 );
 
 #[cfg(test)]
