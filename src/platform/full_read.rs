@@ -19,7 +19,8 @@
 //!   the others are dropped unsent where still possible. A guess costs a
 //!   request only where the list turns out shorter than the guesses; at
 //!   most one round trip's worth of slots, never more than the concurrency
-//!   cap allows. Under page batching (`platform.batch.pages` > 1) nothing
+//!   cap allows, and never more pages than the users counted by the read
+//!   before (the store's) fill, where there was one. Under page batching (`platform.batch.pages` > 1) nothing
 //!   is guessed: the batcher fills documents itself.
 
 use std::collections::HashMap;
@@ -99,8 +100,21 @@ impl PlatformClient {
     /// The platform's whole view: the first document, the users' pages
     /// guessed meanwhile, then every other page of both lists by offset.
     pub async fn snapshot(&self) -> Result<Snapshot, PlatformError> {
+        self.snapshot_expecting(None).await
+    }
+
+    /// [`Self::snapshot`], guessing no more users' pages than
+    /// `expected_users` (the count an earlier read found) fill: a list
+    /// known to be short costs no guess. With no count known, guesses go
+    /// up to the concurrency cap.
+    pub async fn snapshot_expecting(
+        &self,
+        expected_users: Option<usize>,
+    ) -> Result<Snapshot, PlatformError> {
         let mut guesses = Guesses::default();
-        let first = self.first_parts_guessing(&mut guesses).await;
+        let first = self
+            .first_parts_guessing(&mut guesses, expected_users)
+            .await;
         let first = match first {
             Ok(first) => first,
             Err(e) if refused_whole(&e) || matches!(e, PlatformError::GraphQl { .. }) => {
@@ -131,15 +145,21 @@ impl PlatformClient {
     }
 
     /// The first document; meanwhile, each time a request leaves, the
-    /// users' next page is asked for (up to the concurrency cap).
+    /// users' next page is asked for (up to the concurrency cap, and to the
+    /// pages `expected_users` fill when that is known).
     async fn first_parts_guessing(
         &self,
         guesses: &mut Guesses,
+        expected_users: Option<usize>,
     ) -> Result<FirstParts, PlatformError> {
         let most = if self.batcher("pages").is_some() {
             0
         } else {
-            self.page_concurrency().saturating_sub(1)
+            let cap = self.page_concurrency().saturating_sub(1);
+            let size = usize::try_from(self.page_size())
+                .unwrap_or(usize::MAX)
+                .max(1);
+            expected_users.map_or(cap, |n| cap.min(n.div_ceil(size).saturating_sub(1)))
         };
         let mut sends = self.sends();
         let first = self.first_parts();

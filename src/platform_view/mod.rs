@@ -250,6 +250,7 @@ pub fn recall_rate(config: &Config, client: &PlatformClient) {
 pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformView, PlatformError> {
     let identity = Identity::of(config);
     let stored = state::snapshot::load_or_warn(&config.state_dir, &identity);
+    let expected_users = stored.as_ref().map(|s| s.snapshot.users.len());
     let started = Utc::now();
     let reason = match decide(stored.as_ref(), config.full_every, started) {
         Err(reason) => reason,
@@ -287,7 +288,7 @@ pub async fn read(config: &Config, client: &PlatformClient) -> Result<PlatformVi
     };
     tracing::info!(read = "full", reason = %reason, "Reading the whole platform: {reason}.");
     let started = Utc::now();
-    let snapshot = client.snapshot().await?;
+    let snapshot = client.snapshot_expecting(expected_users).await?;
     Ok(PlatformView {
         snapshot,
         read: PlatformRead::Full { reason },

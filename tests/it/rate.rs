@@ -332,3 +332,34 @@ async fn a_refused_first_document_is_read_in_its_parts_and_warned_of() {
         logs.text()
     );
 }
+
+/// The hourly full read of a small tenant: the store counted its users, one
+/// page's worth, so nothing is guessed and the read is one request.
+#[tokio::test]
+async fn a_full_read_of_a_list_the_store_counted_as_short_guesses_no_page() {
+    let emu = start_emulator(Some(seed(3, 40))).await;
+    emu.handle.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let client = client_for(&emu);
+    let snapshot = client.snapshot_expecting(Some(40)).await.unwrap();
+    assert_eq!(snapshot.users.len(), 40);
+    assert_eq!(snapshot.customers.len(), 3 + 1);
+    let stats = emu.handle.stats();
+    assert_eq!(stats.requests, 1, "{stats:?}");
+
+    // Counted at 250 (three pages), it grew to 400: two pages guessed, the
+    // fourth read once the count is known.
+    let emu = start_emulator(Some(seed(3, 400))).await;
+    emu.handle.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    let client = client_for(&emu);
+    let snapshot = client.snapshot_expecting(Some(250)).await.unwrap();
+    assert_eq!(snapshot.users.len(), 400);
+    let stats = emu.handle.stats();
+    assert_eq!(stats.requests, 4, "{stats:?}");
+    assert_eq!(stats.arrived_by_first_answer, 3, "{stats:?}");
+}
