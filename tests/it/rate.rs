@@ -219,6 +219,47 @@ async fn a_later_run_starts_at_the_ceiling_an_earlier_run_measured() {
     );
 }
 
+/// The emulator of `seed` with `faults` set before any request.
+async fn emulator_with(seed: dirsync::emulator::Seed, faults: Faults) -> RunningEmulator {
+    let emu = start_emulator(Some(seed)).await;
+    emu.handle.set_faults(faults);
+    emu
+}
+
+/// `latency_ms` on every answer, no ceiling.
+fn slow(latency_ms: u64) -> Faults {
+    Faults {
+        latency_ms,
+        ..Faults::default()
+    }
+}
+
+/// `latency_ms` on every answer, and past 20 requests a second a 429 with
+/// `Retry-After: 1`.
+fn behind_a_ceiling_of_20(latency_ms: u64) -> Faults {
+    Faults {
+        rate_limit_per_sec: Some(20),
+        retry_after_secs: Some(1),
+        ..slow(latency_ms)
+    }
+}
+
+/// A client at the default cap, told nothing of the emulator's ceiling.
+fn client_at_the_default_cap(emu: &RunningEmulator) -> PlatformClient {
+    let mut config = config_for(&emu.url(), TOKEN);
+    config.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
+    PlatformClient::new(config).unwrap()
+}
+
+/// `users` holds `expected` users, none of them twice.
+fn assert_each_user_once(users: &[dirsync::model::PlatformUser], expected: usize) {
+    let mut ids: Vec<_> = users.iter().map(|u| u.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(users.len(), expected);
+    assert_eq!(ids.len(), expected, "no user read twice");
+}
+
 /// Measured: a plan's read of 50 customers / 2,000 users (22 requests)
 /// against a ceiling of 20 it was not told took 1.37 to 1.88 times pages /
 /// ceiling from 0 to 200 ms of latency. The run started at 97% of the
@@ -229,16 +270,8 @@ async fn a_later_run_starts_at_the_ceiling_an_earlier_run_measured() {
 /// first page and the roles, so the read takes 20 requests, not 22.
 #[tokio::test]
 async fn a_read_with_no_ceiling_known_draws_no_429_and_asks_for_the_users_first() {
-    let emu = start_emulator(Some(seed(50, 2000))).await;
-    emu.handle.set_faults(Faults {
-        latency_ms: 100,
-        rate_limit_per_sec: Some(20),
-        retry_after_secs: Some(1),
-        ..Faults::default()
-    });
-    let mut config = config_for(&emu.url(), TOKEN);
-    config.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
-    let client = PlatformClient::new(config).unwrap();
+    let emu = emulator_with(seed(50, 2000), behind_a_ceiling_of_20(100)).await;
+    let client = client_at_the_default_cap(&emu);
     let snapshot = client.snapshot().await.unwrap();
     assert_eq!(snapshot.users.len(), 2000);
     let stats = emu.handle.stats();
@@ -259,23 +292,11 @@ async fn a_read_with_no_ceiling_known_draws_no_429_and_asks_for_the_users_first(
 /// slots, while the first document is still on the wire.
 #[tokio::test]
 async fn a_full_read_asks_for_the_users_pages_while_its_first_document_is_on_the_wire() {
-    let emu = start_emulator(Some(seed(50, 2000))).await;
-    emu.handle.set_faults(Faults {
-        latency_ms: 200,
-        rate_limit_per_sec: Some(20),
-        retry_after_secs: Some(1),
-        ..Faults::default()
-    });
-    let mut config = config_for(&emu.url(), TOKEN);
-    config.requests_per_second = NonZeroU32::new(DEFAULT_RATE_CAP).unwrap();
-    let client = PlatformClient::new(config).unwrap();
+    let emu = emulator_with(seed(50, 2000), behind_a_ceiling_of_20(200)).await;
+    let client = client_at_the_default_cap(&emu);
     let snapshot = client.snapshot().await.unwrap();
     assert_eq!(snapshot.customers.len(), 50 + 1, "and Unmanaged Co");
-    assert_eq!(snapshot.users.len(), 2000);
-    let mut ids: Vec<_> = snapshot.users.iter().map(|u| u.id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 2000, "no user read twice");
+    assert_each_user_once(&snapshot.users, 2000);
     let stats = emu.handle.stats();
     assert!(stats.arrived_by_first_answer >= 2, "{stats:?}");
     assert_eq!(stats.requests, 20, "no guess wasted: {stats:?}");
@@ -287,21 +308,13 @@ async fn a_full_read_asks_for_the_users_pages_while_its_first_document_is_on_the
 /// is whole, each user once.
 #[tokio::test]
 async fn a_short_list_read_with_guessed_pages_is_whole_and_costs_at_most_the_concurrency_cap() {
-    let emu = start_emulator(Some(seed(3, 40))).await;
-    emu.handle.set_faults(Faults {
-        latency_ms: 200,
-        ..Faults::default()
-    });
+    let emu = emulator_with(seed(3, 40), slow(200)).await;
     let config = config_for(&emu.url(), TOKEN);
     let cap = config.max_concurrency as u64;
     let client = PlatformClient::new(config).unwrap();
     let snapshot = client.snapshot().await.unwrap();
     assert_eq!(snapshot.customers.len(), 3 + 1);
-    assert_eq!(snapshot.users.len(), 40);
-    let mut ids: Vec<_> = snapshot.users.iter().map(|u| u.id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 40);
+    assert_each_user_once(&snapshot.users, 40);
     assert!(!snapshot.roles.is_empty());
     let stats = emu.handle.stats();
     assert!(stats.requests <= cap, "{stats:?}");
@@ -337,11 +350,7 @@ async fn a_refused_first_document_is_read_in_its_parts_and_warned_of() {
 /// page's worth, so nothing is guessed and the read is one request.
 #[tokio::test]
 async fn a_full_read_of_a_list_the_store_counted_as_short_guesses_no_page() {
-    let emu = start_emulator(Some(seed(3, 40))).await;
-    emu.handle.set_faults(Faults {
-        latency_ms: 200,
-        ..Faults::default()
-    });
+    let emu = emulator_with(seed(3, 40), slow(200)).await;
     let client = client_for(&emu);
     let snapshot = client.snapshot_expecting(Some(40)).await.unwrap();
     assert_eq!(snapshot.users.len(), 40);
@@ -351,11 +360,7 @@ async fn a_full_read_of_a_list_the_store_counted_as_short_guesses_no_page() {
 
     // Counted at 250 (three pages), it grew to 400: two pages guessed, the
     // fourth read once the count is known.
-    let emu = start_emulator(Some(seed(3, 400))).await;
-    emu.handle.set_faults(Faults {
-        latency_ms: 200,
-        ..Faults::default()
-    });
+    let emu = emulator_with(seed(3, 400), slow(200)).await;
     let client = client_for(&emu);
     let snapshot = client.snapshot_expecting(Some(250)).await.unwrap();
     assert_eq!(snapshot.users.len(), 400);
