@@ -212,8 +212,12 @@ async fn batches_stay_full_when_answers_take_time_behind_a_ceiling() {
     let stats = s.emu.handle.stats();
     assert_eq!(stats.operation("createCustomerUser"), 400);
     // 5 customers in one document, 400 users in 20; a few partial ones.
+    // The linger is 2 ms of the queue not growing, and on a loaded machine
+    // (a CI run, its tests in parallel on 2 cores) the apply can be
+    // descheduled that long: 26 were seen there. With the linger taken out
+    // (what broke: the batcher took what had trickled in) it makes 208.
     assert!(
-        stats.mutations <= 25,
+        stats.mutations <= 30,
         "{} mutation documents for 405 mutations",
         stats.mutations
     );
