@@ -376,18 +376,29 @@ impl PlatformClient {
             return;
         };
         loop {
-            // Linger until the queue holds a document's worth or stops
-            // growing: callers started together (an apply's next
-            // operations, the pages after the first) enqueue within
-            // microseconds of each other.
+            // Linger until the queue holds a document's worth, or stops
+            // growing and the pacer has a slot: callers started together
+            // (an apply's next operations, the pages after the first)
+            // enqueue within microseconds of each other, and what arrives
+            // before the document could leave anyway rides in it. (Without
+            // the slot, an apply descheduled for 2 ms on a loaded machine
+            // made part-filled documents.)
+            // It waits for one slot at most: other requests keep taking
+            // slots, and a document must not wait behind all of them.
             let mut queued = batcher.len();
+            let mut waited_for_a_slot = false;
             while queued < batcher.size() {
                 tokio::time::sleep(LINGER).await;
                 let now = batcher.len();
                 if now == queued {
-                    break;
+                    let slot = self.next_slot();
+                    if waited_for_a_slot || slot <= tokio::time::Instant::now() {
+                        break;
+                    }
+                    tokio::time::sleep_until(slot).await;
+                    waited_for_a_slot = true;
                 }
-                queued = now;
+                queued = batcher.len();
             }
             let Some(batch) = batcher.take() else {
                 return;

@@ -367,6 +367,11 @@ impl PlatformClient {
         self.inner.pacer.begin_writes();
     }
 
+    /// When a request asked for now could leave (no slot taken).
+    pub(super) fn next_slot(&self) -> tokio::time::Instant {
+        self.inner.pacer.next_slot()
+    }
+
     /// The platform's ceiling as this run measured it (or started from).
     pub fn measured_ceiling(&self) -> Option<f64> {
         self.inner.pacer.ceiling()

@@ -535,6 +535,13 @@ impl Pacer {
         }
     }
 
+    /// When a request asked for now could leave, taking no slot: a batch
+    /// gathers operations until then, since it could not leave sooner.
+    pub fn next_slot(&self) -> Instant {
+        let now = Instant::now();
+        self.lock().next_free.map_or(now, |n| n.max(now))
+    }
+
     /// The request leaves now; returns the instant to report its answer with.
     pub fn sent(&self) -> Instant {
         let now = Instant::now();

@@ -212,13 +212,53 @@ async fn batches_stay_full_when_answers_take_time_behind_a_ceiling() {
     let stats = s.emu.handle.stats();
     assert_eq!(stats.operation("createCustomerUser"), 400);
     // 5 customers in one document, 400 users in 20; a few partial ones.
-    // The linger is 2 ms of the queue not growing, and on a loaded machine
-    // (a CI run, its tests in parallel on 2 cores) the apply can be
-    // descheduled that long: 26 were seen there. With the linger taken out
-    // (what broke: the batcher took what had trickled in) it makes 208.
+    // With the linger taken out (what broke: the batcher took what had
+    // trickled in) it makes 208. With a linger of 2 ms alone, an apply
+    // descheduled that long on a loaded machine made 22 to 26 (a CI run,
+    // its tests in parallel on 2 cores); waiting for the pacer's slot, 21.
     assert!(
-        stats.mutations <= 30,
+        stats.mutations <= 25,
         "{} mutation documents for 405 mutations",
         stats.mutations
     );
+}
+
+/// Measured: on a loaded CI machine, 400 creates in batches of 20 went in 26
+/// documents, not 21: the apply was descheduled for more than the 2 ms
+/// linger, and a part-filled document left though it could not be sent
+/// before the pacer's next slot. What is queued by that slot now rides in it.
+#[tokio::test]
+async fn operations_queued_before_the_pacers_next_slot_ride_in_one_document() {
+    let emu = start_emulator(None).await;
+    let mut config = config_for(&emu.url(), TOKEN);
+    // A slot about every half second.
+    config.requests_per_second = std::num::NonZeroU32::new(2).unwrap();
+    config.batch_mutations = 20;
+    let client = dirsync::platform::PlatformClient::new(config).unwrap();
+    let customer = |i: usize| dirsync::model::NewCustomer {
+        name: format!("Customer {i}"),
+        description: None,
+        external_id: Some(format!("c-{i}")),
+        labels: None,
+    };
+    client.create_customer(&customer(0)).await.unwrap();
+    // Two waves, 20 ms apart (ten lingers), both well before the next slot.
+    let wave = |from: usize| {
+        (from..from + 5)
+            .map(|i| {
+                let client = client.clone();
+                let new = customer(i);
+                tokio::spawn(async move { client.create_customer(&new).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = wave(1);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = wave(6);
+    for task in first.into_iter().chain(second) {
+        task.await.unwrap().unwrap();
+    }
+    let stats = emu.handle.stats();
+    assert_eq!(stats.operation("createCustomer"), 11);
+    assert_eq!(stats.mutations, 2, "{stats:?}");
 }
